@@ -35,9 +35,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     ds.save(out)
     png = plot_dataset_samples(ds, out / "samples.png")
     print(ds.summary())
-    print(
-        f"wrote {out / 'dataset.npz'}, {out / 'dataset.json'}, {png} in {time.perf_counter() - start:.1f} s"
-    )
+    print(f"wrote {out / 'dataset.npz'}, {out / 'dataset.json'}, {png} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -90,13 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["memristor"], default="memristor")
     p.add_argument("--simulator", choices=["ngspice", "vacask"], default="ngspice")
-    p.add_argument(
-        "--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="openvaf-r optimisation level"
-    )
+    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="openvaf-r optimisation level")
     p.add_argument("--seed", type=int, default=0, help="seed of the random memristor stimulus")
-    p.add_argument(
-        "--tolerance", type=float, default=1e-3, help="max relative error of the current (of its range)"
-    )
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max relative error of the current (of its range)")
     p.set_defaults(func=_cmd_groundtruth_check)
     return parser
 

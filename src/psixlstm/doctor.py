@@ -42,9 +42,7 @@ class _Sine:
         return [f"{name} {p} {n} SIN(0 {self.amplitude_v} {self.frequency_hz})"]
 
     def vacask_lines(self, name: str, p: str, n: str, t_stop_s: float) -> list[str]:
-        return [
-            f'{name} ({p} {n}) vsource type="sine" sinedc=0 ampl={self.amplitude_v} freq={self.frequency_hz}'
-        ]
+        return [f'{name} ({p} {n}) vsource type="sine" sinedc=0 ampl={self.amplitude_v} freq={self.frequency_hz}']
 
 
 def _version(cmd: list[str]) -> str:
@@ -66,9 +64,7 @@ def run_doctor() -> list[Check]:
 
         checks.append(Check("torch", True, f"{torch.__version__} (threads {torch.get_num_threads()})"))
     except ImportError:
-        checks.append(
-            Check("torch", False, "pip install torch==2.13.0 (CPU wheel), or rerun ./scripts/setup.sh")
-        )
+        checks.append(Check("torch", False, "pip install torch==2.13.0 (CPU wheel), or rerun ./scripts/setup.sh"))
     ngspice_ok = vacask_ok = openvaf_ok = False
     try:
         exe = spice.ngspice_command()
@@ -79,9 +75,7 @@ def run_doctor() -> list[Check]:
             Check(
                 "ngspice",
                 ngspice_ok,
-                version
-                if ngspice_ok
-                else f"{version}: need ngspice >= 44 with OSDI (Debian 12: ./scripts/setup.sh)",
+                version if ngspice_ok else f"{version}: need ngspice >= 44 with OSDI (Debian 12: ./scripts/setup.sh)",
             )
         )
     except (spice.ToolNotFoundError, ValueError) as exc:

@@ -42,19 +42,20 @@ class SpiceReferenceDevice:
 
     name: str
     input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
     nodes: tuple[str, ...]  # driven terminal node per input
     device: NativeDevice
     input_range_v: tuple[tuple[float, float], ...]  # training range per input
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Currents into the driven terminals, in the order of `nodes` (e.g. i_g, i_d)."""
+        return tuple(f"i_{node}" for node in self.nodes)
+
     def circuit(self, stimuli: Sequence) -> Circuit:
         if len(stimuli) != len(self.nodes):
-            raise ValueError(
-                f"{self.name} needs {len(self.nodes)} stimuli ({self.input_names}), got {len(stimuli)}"
-            )
+            raise ValueError(f"{self.name} needs {len(self.nodes)} stimuli ({self.input_names}), got {len(stimuli)}")
         sources = [
-            VoltageSource(f"v{node}", node, "0", waveform=s)
-            for node, s in zip(self.nodes, stimuli, strict=True)
+            VoltageSource(f"v{node}", node, "0", waveform=s) for node, s in zip(self.nodes, stimuli, strict=True)
         ]
         return Circuit(f"psixlstm {self.name} reference", [*sources, self.device])
 
@@ -83,7 +84,6 @@ class SpiceReferenceDevice:
 MOSFET = SpiceReferenceDevice(
     name="mosfet",
     input_names=("v_gs", "v_ds"),
-    output_names=("i_d", "i_g"),
     nodes=("g", "d"),
     device=BSIM4_NMOS,
     input_range_v=((0.0, 1.2), (0.0, 1.2)),
@@ -92,7 +92,6 @@ MOSFET = SpiceReferenceDevice(
 BJT = SpiceReferenceDevice(
     name="bjt",
     input_names=("v_be", "v_ce"),
-    output_names=("i_b", "i_c"),
     nodes=("b", "c"),
     device=GUMMEL_POON_NPN,
     input_range_v=((0.0, 0.72), (0.3, 5.0)),

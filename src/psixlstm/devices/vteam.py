@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.integrate import solve_ivp
+
+from .ode import integrate_driven
 
 
 @dataclass(frozen=True)
@@ -54,31 +55,17 @@ class VteamResponse:
 
 
 def simulate(stimulus, t_s: np.ndarray, params: VteamParams | None = None) -> VteamResponse:
-    """Integrate the VTEAM device for voltage `stimulus` and sample it at `t_s` (restarting at breakpoints)."""
+    """Integrate the VTEAM device from w = w0 for voltage `stimulus`, sampled at `t_s`."""
     p = params or VteamParams()
     t_s = np.asarray(t_s, dtype=np.float64)
-    if t_s.ndim != 1 or t_s.size < 2 or np.any(np.diff(t_s) <= 0):
-        raise ValueError("t_s must be a 1-D strictly increasing array with at least 2 points")
-    t_stop = float(t_s[-1])
-    cuts = np.unique(np.concatenate([[t_s[0], t_stop], np.asarray(stimulus.breakpoints(t_stop), float)]))
-    cuts = cuts[(cuts >= t_s[0]) & (cuts <= t_stop)]
-    f_max = float(stimulus.max_frequency_hz())
-    max_step = 1.0 / (16.0 * f_max) if f_max > 0 else np.inf
-
-    def rhs(t: float, w: np.ndarray) -> np.ndarray:
-        return np.array([state_rate(float(stimulus.sample(np.array([t]))[0]), float(w[0]), p)])
-
-    w_out = np.zeros(t_s.size)
-    w = np.array([p.w0])
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        inside = (t_s >= a) & (t_s <= b)
-        sol = solve_ivp(
-            rhs, (a, b), w, method="RK45", rtol=1e-8, atol=1e-10, max_step=max_step, dense_output=True
-        )
-        if not sol.success:
-            raise RuntimeError(f"VTEAM integration failed on [{a}, {b}] s: {sol.message}")
-        if inside.any():
-            w_out[inside] = sol.sol(t_s[inside])[0]
-        w = sol.y[:, -1]
+    w = integrate_driven(
+        lambda v, x: np.array([state_rate(v, float(x[0]), p)]),
+        stimulus,
+        t_s,
+        np.array([p.w0]),
+        method="RK45",
+        rtol=1e-8,
+        atol=1e-10,
+    )[:, 0]
     v = stimulus.sample(t_s)
-    return VteamResponse(t_s=t_s, v=v, current_a=current_a(v, w_out, p), state=w_out)
+    return VteamResponse(t_s=t_s, v=v, current_a=current_a(v, w, p), state=w)

@@ -24,9 +24,7 @@ class SourceWaveform(Protocol):
 
 def _check_name(kind: str, name: str) -> None:
     if not _NAME.match(name):
-        raise ValueError(
-            f"{kind} name {name!r} must be lower-case letters, digits and '_', starting with a letter"
-        )
+        raise ValueError(f"{kind} name {name!r} must be lower-case letters, digits and '_', starting with a letter")
 
 
 @dataclass(frozen=True)
@@ -225,9 +223,7 @@ def ngspice_netlist(circuit: Circuit, analysis: Analysis, raw_path: Path) -> str
     lines += [
         command,
         f"write {raw_path} {' '.join(saves)}",
-        "rusage traniter tranpoints accept rejected time"
-        if isinstance(analysis, Transient)
-        else "rusage time",
+        "rusage traniter tranpoints accept rejected time" if isinstance(analysis, Transient) else "rusage time",
         "quit",
         ".endc",
         ".end",
@@ -270,9 +266,7 @@ def vacask_netlist(circuit: Circuit, analysis: Analysis) -> str:
             f'vntol={_num(analysis.vntol_v)} tran_method="{method}"'
         )
         max_step = f" maxstep={_num(analysis.max_step_s)}" if analysis.max_step_s else ""
-        lines.append(
-            f"  analysis an1 tran step={_num(analysis.step_s)} stop={_num(analysis.stop_s)}{max_step}"
-        )
+        lines.append(f"  analysis an1 tran step={_num(analysis.step_s)} stop={_num(analysis.stop_s)}{max_step}")
     elif isinstance(analysis, DCSweep):
         lines.append(f"  options reltol={_num(analysis.reltol)}")
         lines.append(

@@ -88,9 +88,7 @@ def compile_va(
                 "-o",
                 str(tmp_out),
             ]
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, check=False, env={**os.environ, "NO_COLOR": "1"}
-            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "NO_COLOR": "1"})
             if proc.returncode != 0 or not tmp_out.exists():
                 log = _ANSI.sub("", proc.stderr + proc.stdout).strip()
                 raise OpenVAFError(f"openvaf-r failed on {source} (exit {proc.returncode}):\n{log}")

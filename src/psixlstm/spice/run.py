@@ -122,9 +122,7 @@ def _run(cmd: list[str], cwd: Path, timeout_s: float, simulator: str, netlist: s
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
-        )
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         raise SimulationError(f"{simulator} timed out after {timeout_s} s", out, netlist) from None

@@ -1,0 +1,53 @@
+"""The console script end to end: doctor, data, groundtruth-check, help and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from psixlstm.cli import main
+from psixlstm.data import Dataset
+
+requires_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
+
+
+@requires_ngspice
+def test_doctor_passes_on_a_complete_toolchain(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for tool in ("torch", "ngspice", "openvaf-r", "vacask", "ngspice transient", "vacask transient"):
+        assert tool in out
+    assert "all checks passed" in out
+
+
+def test_data_writes_dataset_and_plot(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["data", "--device", "vteam-paper", "--preset", "quick", "--out", str(out), "--quiet"]) == 0
+    assert (out / "dataset.npz").exists() and (out / "samples.png").stat().st_size > 10_000
+    ds = Dataset.load(out)
+    assert ds.device == "vteam-paper" and ds.meta["preset"] == "quick"
+    assert "vteam-paper" in capsys.readouterr().out
+
+
+@requires_ngspice
+def test_groundtruth_check_prints_json_and_exit_code(capsys):
+    assert main(["groundtruth-check", "--simulator", "ngspice"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_rel_err"] <= 1e-3
+    # an impossible tolerance must fail: the exit code follows the measurement
+    assert main(["groundtruth-check", "--simulator", "ngspice", "--tolerance", "1e-12"]) == 1
+
+
+def test_help_and_bad_arguments():
+    proc = subprocess.run([sys.executable, "-m", "psixlstm.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "doctor" in proc.stdout and "groundtruth-check" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "psixlstm.cli", "data", "--device", "diode", "--out", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
