@@ -51,3 +51,40 @@ def test_help_and_bad_arguments():
         text=True,
     )
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_train_teacher_and_baselines_commands(tmp_path, capsys):
+    from psixlstm.data.generate import DataPreset, make_dataset
+
+    data = tmp_path / "data"
+    make_dataset("memristor", DataPreset(5, 3e-3, 0.5e-6, 50e-6), seed=0, progress=False, workers=1).save(data)
+    out = tmp_path / "teacher"
+    assert main(["train-teacher", "--data", str(data), "--preset", "quick", "--out", str(out), "--quiet"]) == 0
+    assert "R^2" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "teacher" and metrics["params"] > 0
+    assert (out / "spectrum.png").exists()
+    assert (
+        main(
+            [
+                "baselines",
+                "--data",
+                str(data),
+                "--preset",
+                "quick",
+                "--out",
+                str(tmp_path / "b"),
+                "--quiet",
+                "--no-teachers",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    for name in ("linear_fit", "mlp_pinn", "siren", "lstm"):
+        assert name in text
+
+
+def test_train_teacher_missing_data_is_a_clear_error(tmp_path, capsys):
+    assert main(["train-teacher", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "error" in capsys.readouterr().err

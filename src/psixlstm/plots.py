@@ -45,3 +45,57 @@ def plot_dataset_samples(dataset: Dataset, path: str | Path, n_sequences: int = 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_predictions(seq, preds: dict, dataset: Dataset, path: str | Path) -> Path:
+    """One test sequence: voltages, currents (truth and each model), and each model's error."""
+    t, unit = _time_axis(seq.t_s)
+    truth = seq.outputs_clean_a if seq.outputs_clean_a is not None else seq.outputs_a
+    n_out = truth.shape[1]
+    fig, axes = plt.subplots(1 + 2 * n_out, 1, figsize=(11, 2.4 * (1 + 2 * n_out)), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for k, name in enumerate(dataset.input_names):
+        axes[0].plot(t, seq.inputs_v[:, k], lw=0.7, label=name)
+    axes[0].set_ylabel("V")
+    axes[0].legend(fontsize=7, loc="upper right")
+    for j, out_name in enumerate(dataset.output_names):
+        ax, ax_err = axes[1 + 2 * j], axes[2 + 2 * j]
+        ax.plot(t, truth[:, j], color="k", lw=1.2, label=f"{out_name} truth")
+        for name, pred in preds.items():
+            ax.plot(t, pred[:, j], lw=0.8, label=name)
+            ax_err.plot(t, pred[:, j] - truth[:, j], lw=0.7, label=name)
+        ax.set_ylabel(f"{out_name} (A)")
+        ax_err.set_ylabel("error (A)")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel(f"time ({unit})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_spectrum(seq, preds: dict, bands_hz: dict, path: str | Path) -> Path:
+    """Magnitude spectra (uniformly resampled, first output) of truth and models, with the error bands shaded."""
+    import numpy as np
+
+    truth = (seq.outputs_clean_a if seq.outputs_clean_a is not None else seq.outputs_a)[:, 0]
+    dt = max(float(np.min(np.diff(seq.t_s))), (seq.t_s[-1] - seq.t_s[0]) / 2**18)
+    t_u = np.arange(seq.t_s[0], seq.t_s[-1], dt)
+    freqs = np.fft.rfftfreq(t_u.size, dt)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for name, y in [("truth", truth)] + [(n, p[:, 0]) for n, p in preds.items()]:
+        spec = np.abs(np.fft.rfft(np.interp(t_u, seq.t_s, y) - np.mean(y))) * dt
+        ax.loglog(
+            freqs[1:], spec[1:], lw=1.2 if name == "truth" else 0.8, color="k" if name == "truth" else None, label=name
+        )
+    for name, (lo, hi) in bands_hz.items():
+        ax.axvspan(lo, hi, alpha=0.12, label=f"{name} band")
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("|I(f)| (A s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

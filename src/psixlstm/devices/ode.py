@@ -33,7 +33,7 @@ def integrate_driven(
     tones = stimulus.active_tones(t_stop)
 
     def rhs(t: float, x: np.ndarray) -> np.ndarray:
-        return rate(float(stimulus.sample(np.array([t]))[0]), x)
+        return rate(stimulus.value_at(t), x)
 
     x = np.asarray(x0, dtype=np.float64).copy()
     states = np.zeros((t_s.size, x.size))

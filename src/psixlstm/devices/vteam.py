@@ -23,8 +23,8 @@ class VteamParams:
     r_off: float = 10.0e3  # Ohm
     v_off: float = 0.3  # V, positive threshold
     v_on: float = -0.3  # V, negative threshold
-    k_off: float = 250.0  # 1/s
-    k_on: float = 250.0  # 1/s
+    k_off: float = 5000.0  # 1/s
+    k_on: float = 5000.0  # 1/s
     alpha_off: float = 3.0
     alpha_on: float = 3.0
     w0: float = 0.5  # initial state

@@ -1,0 +1,281 @@
+"""Sequence training: padded batches of whole sequences, truncated BPTT with states carried between chunks, AdamW
+with warm-up + cosine schedule, gradient clipping, early stopping on validation sequences, physics terms, and
+atomic checkpoints after every epoch so a killed run resumes to the same result."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Sequence as Seq
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import Scales, Sequence
+from .models.base import ModelOutput, SequenceModel, detach_state, select_state
+from .physics import refine_grid
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    chunk_len: int = 256  # truncated-BPTT window (steps); states carry across windows
+    batch_size: int = 8  # sequences per batch
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    patience: int = 10  # epochs without validation improvement before stopping
+    seed: int = 0
+    physics_weight: float = 1.0  # multiplies every residual term; 0 = the physics ablation
+    residual_weights: dict[str, float] = field(
+        default_factory=lambda: {"sampling": 0.1, "symmetry": 1.0, "zero_bias": 1.0, "pinch": 1.0, "passivity": 1.0}
+    )
+    sampling_window: int = 32  # steps re-run on a 2x finer grid for the sampling-invariance residual
+    max_minutes: float | None = None  # wall-clock budget; None = run all epochs
+    threads: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Batch:
+    u: torch.Tensor  # (B, T, n_in) V / input_scale_v
+    y: torch.Tensor  # (B, T, n_out) I / output_scale_a, as observed
+    dt: torch.Tensor  # (B, T) s; dt[:, 0] repeats the first step (the state starts at zero there)
+    mask: torch.Tensor  # (B, T) 1 on real samples, 0 on padding
+
+
+def make_batch(sequences: Seq[Sequence], scales: Scales, clean: bool = False) -> Batch:
+    """Pad sequences (at the end) into one batch in normalised units."""
+    t_max = max(len(s) for s in sequences)
+    b, n_in, n_out = len(sequences), sequences[0].n_inputs, sequences[0].n_outputs
+    u, y = np.zeros((b, t_max, n_in)), np.zeros((b, t_max, n_out))
+    dt, mask = np.ones((b, t_max)), np.zeros((b, t_max))
+    for k, s in enumerate(sequences):
+        n = len(s)
+        steps = np.diff(s.t_s)
+        u[k, :n] = s.inputs_v / scales.input_scale_v
+        target = s.outputs_clean_a if clean and s.outputs_clean_a is not None else s.outputs_a
+        y[k, :n] = target / scales.output_scale_a
+        dt[k, 1:n] = steps
+        dt[k, 0] = steps[0]
+        dt[k, n:] = steps[-1]
+        mask[k, :n] = 1.0
+    f = torch.float32
+    return Batch(
+        torch.tensor(u, dtype=f), torch.tensor(y, dtype=f), torch.tensor(dt, dtype=f), torch.tensor(mask, dtype=f)
+    )
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    w = mask[..., None].expand_as(pred)
+    return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1.0)
+
+
+def sampling_residual(model: SequenceModel, out: ModelOutput, u, dt, state, window: int) -> torch.Tensor:
+    """The same input on a 2x finer grid must give the same output at the shared points (the device is an ODE)."""
+    w = min(window, u.shape[1])
+    u_fine, dt_fine = refine_grid(u[:, :w], dt[:, :w])
+    y_fine = model(u_fine, dt_fine, state).y[:, 1::2]
+    return ((y_fine - out.y[:, :w]) ** 2).mean()
+
+
+@torch.no_grad()
+def predict(model: SequenceModel, sequences: Seq[Sequence], scales: Scales, chunk_len: int = 4096) -> list[np.ndarray]:
+    """Model currents (A) for whole sequences, run in chunks with carried state."""
+    model.eval()
+    batch = make_batch(sequences, scales)
+    state, ys = None, []
+    for s in range(0, batch.u.shape[1], chunk_len):
+        out = model(batch.u[:, s : s + chunk_len], batch.dt[:, s : s + chunk_len], state)
+        state = out.state
+        ys.append(out.y)
+    y = torch.cat(ys, 1).double().numpy() * scales.output_scale_a
+    return [y[k, : len(seq)] for k, seq in enumerate(sequences)]
+
+
+@torch.no_grad()
+def validation_loss(model: SequenceModel, batch: Batch, chunk_len: int = 4096) -> float:
+    model.eval()
+    state, total, count = None, 0.0, 0.0
+    for s in range(0, batch.u.shape[1], chunk_len):
+        sl = slice(s, s + chunk_len)
+        out = model(batch.u[:, sl], batch.dt[:, sl], state)
+        state = out.state
+        w = batch.mask[:, sl][..., None].expand_as(out.y)
+        total += float(((out.y - batch.y[:, sl]) ** 2 * w).sum())
+        count += float(w.sum())
+    return total / max(count, 1.0)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    best_epoch: int
+    best_val_loss: float
+    train_seconds: float
+    steps: int
+    stopped: str  # "epochs", "early_stopping", "time_budget"
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def train_model(
+    model: SequenceModel,
+    train: Seq[Sequence],
+    val: Seq[Sequence],
+    scales: Scales,
+    cfg: TrainConfig,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train `model` in place (ending with the best validation weights) and return its history.
+
+    With `checkpoint`, the full training state is written atomically after every epoch and an existing checkpoint
+    is resumed from; a resumed run ends with the same weights as an uninterrupted one.
+    """
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    train_batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    t_max = max(len(s) for s in train)
+    steps_per_epoch = train_batches_per_epoch * math.ceil(t_max / cfg.chunk_len)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress_frac = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    val_batch = make_batch(val, scales)
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    state = {
+        "epoch": 0,
+        "history": [],
+        "best_val": math.inf,
+        "best_epoch": -1,
+        "best_weights": None,
+        "bad_epochs": 0,
+        "seconds": 0.0,
+        "steps": 0,
+        "stopped": "epochs",
+    }
+    if ckpt_path is not None and ckpt_path.exists():
+        saved = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["train_state"]
+    weights = {k: cfg.physics_weight * v for k, v in cfg.residual_weights.items()}
+    start_wall = time.perf_counter() - state["seconds"]
+    bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=desc, disable=not progress, unit="epoch")
+    while state["epoch"] < cfg.epochs and state["stopped"] == "epochs":
+        epoch = state["epoch"]
+        model.train()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+        sums: dict[str, float] = {}
+        n_chunks = 0
+        for b0 in range(0, len(order), cfg.batch_size):
+            batch = make_batch([train[i] for i in order[b0 : b0 + cfg.batch_size]], scales)
+            carried = None
+            for s in range(0, batch.u.shape[1], cfg.chunk_len):
+                sl = slice(s, s + cfg.chunk_len)
+                u, dt, mask = batch.u[:, sl], batch.dt[:, sl], batch.mask[:, sl]
+                live = torch.nonzero(mask[:, 0] > 0).flatten()  # sequences still running in this chunk
+                if live.numel() < mask.shape[0]:
+                    u, dt, mask, carried = u[live], dt[live], mask[live], select_state(carried, live)
+                    target = batch.y[live][:, sl]
+                else:
+                    target = batch.y[:, sl]
+                out = model(u, dt, carried)
+                terms = {"mse": masked_mse(out.y, target, mask)}
+                if weights.get("sampling", 0) > 0:
+                    terms["sampling"] = sampling_residual(model, out, u, dt, carried, cfg.sampling_window)
+                for name, value in model.physics_residuals(out, u, dt).items():
+                    if weights.get(name, 0) > 0:
+                        terms[name] = value
+                loss = terms["mse"] + sum(weights[k] * v for k, v in terms.items() if k != "mse")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                sched.step()
+                state["steps"] += 1
+                carried = detach_state(out.state)
+                if live.numel() < batch.mask.shape[0]:
+                    # keep only running sequences in the batch from here on
+                    batch = Batch(batch.u[live], batch.y[live], batch.dt[live], batch.mask[live])
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                n_chunks += 1
+        val = validation_loss(model, val_batch)
+        record = {"epoch": epoch, "val_mse": val, "lr": sched.get_last_lr()[0]}
+        record.update({f"train_{k}": v / max(n_chunks, 1) for k, v in sums.items()})
+        state["history"].append(record)
+        if val < state["best_val"]:
+            state.update(
+                best_val=val,
+                best_epoch=epoch,
+                bad_epochs=0,
+                best_weights={k: v.detach().clone() for k, v in model.state_dict().items()},
+            )
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        state["seconds"] = time.perf_counter() - start_wall
+        if state["bad_epochs"] >= cfg.patience:
+            state["stopped"] = "early_stopping"
+        elif cfg.max_minutes is not None and state["seconds"] > 60 * cfg.max_minutes:
+            state["stopped"] = "time_budget"
+        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("epoch", "lr")})
+        bar.update(1)
+        if ckpt_path is not None:
+            _atomic_torch_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "train_state": state,
+                    "config": cfg.to_dict(),
+                },
+                ckpt_path,
+            )
+    bar.close()
+    if state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"])
+    return TrainResult(
+        history=state["history"],
+        best_epoch=state["best_epoch"],
+        best_val_loss=state["best_val"],
+        train_seconds=state["seconds"],
+        steps=state["steps"],
+        stopped=state["stopped"],
+    )
+
+
+def save_history(result: TrainResult, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(asdict(result), indent=2))

@@ -1,0 +1,135 @@
+"""Training loop: batching, truncated BPTT, resume after a kill gives the same weights, the teacher has memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from psixlstm.config import TeacherPreset
+from psixlstm.data import Dataset
+from psixlstm.data.generate import DataPreset, make_dataset
+from psixlstm.fitting import teacher_config
+from psixlstm.models.teacher import Teacher
+from psixlstm.training import TrainConfig, make_batch, predict, train_model
+
+TINY = DataPreset(6, 4e-3, 0.5e-6, 50e-6, noise_rel=0.01)
+TINY_TEACHER = TeacherPreset(8, 2, 8, TrainConfig(epochs=3, chunk_len=64, batch_size=3, lr=5e-3))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Dataset, Path]:
+    ds = make_dataset("memristor", TINY, seed=1, progress=False, workers=1)
+    path = tmp_path_factory.mktemp("data")
+    ds.save(path)
+    return ds, path
+
+
+def test_batch_pads_at_the_end_with_mask(tiny):
+    ds, _ = tiny
+    seqs = ds.sequences[:3]
+    b = make_batch(seqs, ds.scales)
+    lengths = [len(s) for s in seqs]
+    assert b.u.shape == (3, max(lengths), 1)
+    assert b.mask.sum(1).tolist() == lengths
+    k = int(np.argmin(lengths))
+    np.testing.assert_allclose(b.dt[k, 1 : lengths[k]].numpy(), np.diff(seqs[k].t_s), rtol=1e-6)
+    np.testing.assert_allclose(
+        b.u[k, : lengths[k], 0].numpy(), seqs[k].inputs_v[:, 0] / ds.scales.input_scale_v[0], rtol=1e-6
+    )
+
+
+def test_chunked_prediction_equals_one_pass(tiny):
+    ds, _ = tiny
+    torch.manual_seed(0)
+    model = Teacher(teacher_config(ds, TINY_TEACHER))
+    full = predict(model, ds.sequences[:2], ds.scales, chunk_len=100_000)
+    chunked = predict(model, ds.sequences[:2], ds.scales, chunk_len=37)
+    for a, b in zip(full, chunked, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9 * np.abs(a).max())
+
+
+def test_teacher_output_depends_on_history(tiny):
+    """Shuffling the time order of the input changes the output at the same (permuted) steps."""
+    ds, _ = tiny
+    torch.manual_seed(0)
+    model = Teacher(teacher_config(ds, TINY_TEACHER)).eval()
+    b = make_batch(ds.sequences[:1], ds.scales)
+    perm = torch.randperm(b.u.shape[1])
+    with torch.no_grad():
+        y = model(b.u, b.dt).y[0, perm]
+        y_shuffled = model(b.u[:, perm], b.dt[:, perm]).y[0]
+    assert (y - y_shuffled).abs().max() > 1e-3 * y.abs().max()
+
+
+def test_training_reduces_validation_loss(tiny):
+    ds, _ = tiny
+    torch.manual_seed(0)
+    model = Teacher(teacher_config(ds, TINY_TEACHER))
+    cfg = TrainConfig(epochs=4, chunk_len=64, batch_size=4, lr=1e-2, patience=100)
+    result = train_model(model, ds.subset("train"), ds.subset("val"), ds.scales, cfg, progress=False)
+    losses = [h["val_mse"] for h in result.history]
+    assert min(losses[1:]) < losses[0]
+    assert {"train_mse", "train_sampling"} <= set(result.history[0])  # every loss term is logged
+    assert result.steps == 4 * int(np.ceil(max(len(s) for s in ds.subset("train")) / 64))
+
+
+_RESUME_SCRIPT = """
+import sys, torch
+from psixlstm.data import Dataset
+from psixlstm.config import TeacherPreset
+from psixlstm.fitting import teacher_config
+from psixlstm.models.teacher import Teacher
+from psixlstm.training import TrainConfig, train_model
+ds = Dataset.load(sys.argv[1])
+cfg = TrainConfig(epochs=int(sys.argv[3]), chunk_len=64, batch_size=2, lr=5e-3, patience=100)
+torch.manual_seed(0)
+model = Teacher(teacher_config(ds, TeacherPreset(8, 2, 8)))
+train_model(model, ds.subset("train"), ds.subset("val"), ds.scales, cfg, checkpoint=sys.argv[2], progress=False)
+torch.save(model.state_dict(), sys.argv[2] + ".final")
+"""
+
+
+def test_killed_training_resumes_to_the_same_weights(tiny, tmp_path):
+    _, data = tiny
+    script = tmp_path / "train.py"
+    script.write_text(_RESUME_SCRIPT)
+    epochs = "4"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight.ckpt"
+    subprocess.run([sys.executable, str(script), str(data), str(straight), epochs], check=True, env=env)
+    killed = tmp_path / "killed.ckpt"
+    proc = subprocess.Popen([sys.executable, str(script), str(data), str(killed), epochs], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for the first epoch's checkpoint, then kill -9
+        if killed.exists():
+            epoch = torch.load(killed, weights_only=False)["train_state"]["epoch"]
+            if 1 <= epoch < int(epochs):
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not Path(str(killed) + ".final").exists(), "the run finished before it could be killed"
+    subprocess.run([sys.executable, str(script), str(data), str(killed), epochs], check=True, env=env)
+    a = torch.load(str(straight) + ".final", weights_only=True)
+    b = torch.load(str(killed) + ".final", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_history_is_json_serialisable(tiny, tmp_path):
+    ds, _ = tiny
+    torch.manual_seed(0)
+    model = Teacher(teacher_config(ds, TINY_TEACHER))
+    result = train_model(
+        model, ds.subset("train"), ds.subset("val"), ds.scales, TrainConfig(epochs=1, chunk_len=64), progress=False
+    )
+    json.dumps(result.history)
