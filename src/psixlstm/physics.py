@@ -78,10 +78,6 @@ class PhysicsReadout(nn.Module):
         """Static (conduction) currents, normalised."""
         s = self.static(torch.cat([feat, u], -1))
         if self.physics.kind == "memristor":
-            import os
-
-            if os.environ.get("PSIX_EXP_READOUT"):
-                return u * torch.exp(s.clamp(max=15.0))
             return u * F.softplus(s)  # pinched and passive
         if self.physics.kind == "mosfet":
             k, j = self.physics.i_d_index, self.physics.v_ds_index
