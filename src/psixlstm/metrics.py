@@ -76,8 +76,9 @@ def evaluate(
         per_seq = [
             band_errors(s.t_s, p[:, 0], c[:, 0], bands_hz) for s, p, c in zip(sequences, preds, clean, strict=True)
         ]
-        result["bands"] = {name: {key: _nanmean([b[name][key] for b in per_seq]) for key in per_seq[0][name]}
-                           for name in bands_hz}
+        result["bands"] = {
+            name: {key: _nanmean([b[name][key] for b in per_seq]) for key in per_seq[0][name]} for name in bands_hz
+        }
     return result
 
 

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class TrainConfig:
     residual_weights: dict[str, float] = field(
         default_factory=lambda: {"sampling": 0.1, "symmetry": 1.0, "zero_bias": 1.0, "pinch": 1.0, "passivity": 1.0}
     )
+    loss_weights: dict[str, float] = field(default_factory=dict)  # extra (distillation) terms, not physics-scaled
     sampling_window: int = 32  # steps re-run on a 2x finer grid for the sampling-invariance residual
     max_minutes: float | None = None  # wall-clock budget; None = run all epochs
     threads: int = 1
@@ -52,10 +54,52 @@ class Batch:
     y: torch.Tensor  # (B, T, n_out) I / output_scale_a, as observed
     dt: torch.Tensor  # (B, T) s; dt[:, 0] repeats the first step (the state starts at zero there)
     mask: torch.Tensor  # (B, T) 1 on real samples, 0 on padding
+    be: torch.Tensor  # (B, T) 1 where the step into t starts at a stimulus breakpoint (SPICE: backward Euler)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, T, ...) per-sample targets (distillation)
+
+    def select(self, index: torch.Tensor) -> Batch:
+        return Batch(
+            self.u[index],
+            self.y[index],
+            self.dt[index],
+            self.mask[index],
+            self.be[index],
+            {k: v[index] for k, v in self.extras.items()},
+        )
+
+    def window(self, sl: slice) -> Batch:
+        return Batch(
+            self.u[:, sl],
+            self.y[:, sl],
+            self.dt[:, sl],
+            self.mask[:, sl],
+            self.be[:, sl],
+            {k: v[:, sl] for k, v in self.extras.items()},
+        )
 
 
-def make_batch(sequences: Seq[Sequence], scales: Scales, clean: bool = False) -> Batch:
-    """Pad sequences (at the end) into one batch in normalised units."""
+def breakpoint_steps(seq: Sequence) -> np.ndarray:
+    """(N,) 1.0 at samples t_k whose step (t_{k-1}, t_k] starts at a breakpoint of the sequence's stimuli (and at
+    the first sample): the steps a SPICE simulator takes with backward Euler."""
+    from .stimuli import stimulus_from_dict
+
+    flags = np.zeros(len(seq))
+    flags[:2] = 1.0
+    for d in seq.meta.get("stimuli", []):
+        bps = stimulus_from_dict(d).breakpoints(float(seq.t_s[-1]))
+        k = np.searchsorted(seq.t_s, bps)
+        hit = (k < len(seq) - 1) & (np.abs(seq.t_s[np.minimum(k, len(seq) - 1)] - bps) <= 1e-15 + 1e-12 * bps)
+        flags[k[hit] + 1] = 1.0
+    return flags
+
+
+def make_batch(
+    sequences: Seq[Sequence],
+    scales: Scales,
+    clean: bool = False,
+    extras: Seq[dict[str, np.ndarray]] | None = None,
+) -> Batch:
+    """Pad sequences (at the end) into one batch in normalised units; `extras` are per-sequence (N, ...) arrays."""
     t_max = max(len(s) for s in sequences)
     b, n_in, n_out = len(sequences), sequences[0].n_inputs, sequences[0].n_outputs
     u, y = np.zeros((b, t_max, n_in)), np.zeros((b, t_max, n_out))
@@ -70,15 +114,35 @@ def make_batch(sequences: Seq[Sequence], scales: Scales, clean: bool = False) ->
         dt[k, 0] = steps[0]
         dt[k, n:] = steps[-1]
         mask[k, :n] = 1.0
+    be = np.zeros((b, t_max))
+    for k, s in enumerate(sequences):
+        be[k, : len(s)] = breakpoint_steps(s)
     f = torch.float32
+    padded: dict[str, torch.Tensor] = {}
+    for name in extras[0] if extras else []:
+        arrays = [e[name] for e in extras]
+        buf = np.zeros((b, t_max, *arrays[0].shape[1:]))
+        for k, a in enumerate(arrays):
+            buf[k, : len(a)] = a
+        padded[name] = torch.tensor(buf, dtype=f)
     return Batch(
-        torch.tensor(u, dtype=f), torch.tensor(y, dtype=f), torch.tensor(dt, dtype=f), torch.tensor(mask, dtype=f)
+        torch.tensor(u, dtype=f),
+        torch.tensor(y, dtype=f),
+        torch.tensor(dt, dtype=f),
+        torch.tensor(mask, dtype=f),
+        torch.tensor(be, dtype=f),
+        padded,
     )
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     w = mask[..., None].expand_as(pred)
     return ((pred - target) ** 2 * w).sum() / w.sum().clamp_min(1.0)
+
+
+def _step_flags(model: SequenceModel, batch: Batch) -> dict:
+    """Continuous-time students integrate like SPICE and need the backward-Euler step flags."""
+    return {"backward_euler": batch.be} if getattr(model, "integrates_like_spice", False) else {}
 
 
 def sampling_residual(model: SequenceModel, out: ModelOutput, u, dt, state, window: int) -> torch.Tensor:
@@ -96,7 +160,8 @@ def predict(model: SequenceModel, sequences: Seq[Sequence], scales: Scales, chun
     batch = make_batch(sequences, scales)
     state, ys = None, []
     for s in range(0, batch.u.shape[1], chunk_len):
-        out = model(batch.u[:, s : s + chunk_len], batch.dt[:, s : s + chunk_len], state)
+        chunk = batch.window(slice(s, s + chunk_len))
+        out = model(chunk.u, chunk.dt, state, **_step_flags(model, chunk))
         state = out.state
         ys.append(out.y)
     y = torch.cat(ys, 1).double().numpy() * scales.output_scale_a
@@ -108,11 +173,11 @@ def validation_loss(model: SequenceModel, batch: Batch, chunk_len: int = 4096) -
     model.eval()
     state, total, count = None, 0.0, 0.0
     for s in range(0, batch.u.shape[1], chunk_len):
-        sl = slice(s, s + chunk_len)
-        out = model(batch.u[:, sl], batch.dt[:, sl], state)
+        chunk = batch.window(slice(s, s + chunk_len))
+        out = model(chunk.u, chunk.dt, state, **_step_flags(model, chunk))
         state = out.state
-        w = batch.mask[:, sl][..., None].expand_as(out.y)
-        total += float(((out.y - batch.y[:, sl]) ** 2 * w).sum())
+        w = chunk.mask[..., None].expand_as(out.y)
+        total += float(((out.y - chunk.y) ** 2 * w).sum())
         count += float(w.sum())
     return total / max(count, 1.0)
 
@@ -147,8 +212,14 @@ def train_model(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     desc: str = "train",
+    extras: Seq[dict[str, np.ndarray]] | None = None,
+    extra_loss: Callable[[ModelOutput, Batch], dict[str, torch.Tensor]] | None = None,
+    params: Seq[torch.nn.Parameter] | None = None,
 ) -> TrainResult:
     """Train `model` in place (ending with the best validation weights) and return its history.
+
+    Distillation passes `extras` (per-sequence targets of the train sequences) and `extra_loss(out, chunk)`, whose terms
+    are weighted by `cfg.loss_weights`; `params` (default: the model's) lets it train auxiliary maps as well.
 
     With `checkpoint`, the full training state is written atomically after every epoch and an existing checkpoint
     is resumed from; a resumed run ends with the same weights as an uninterrupted one.
@@ -160,7 +231,9 @@ def train_model(
     t_max = max(len(s) for s in train)
     steps_per_epoch = train_batches_per_epoch * math.ceil(t_max / cfg.chunk_len)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        list(params) if params is not None else model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
 
     def lr_factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -199,35 +272,36 @@ def train_model(
         sums: dict[str, float] = {}
         n_chunks = 0
         for b0 in range(0, len(order), cfg.batch_size):
-            batch = make_batch([train[i] for i in order[b0 : b0 + cfg.batch_size]], scales)
+            idx = order[b0 : b0 + cfg.batch_size]
+            batch = make_batch(
+                [train[i] for i in idx], scales, extras=[extras[i] for i in idx] if extras is not None else None
+            )
             carried = None
             for s in range(0, batch.u.shape[1], cfg.chunk_len):
-                sl = slice(s, s + cfg.chunk_len)
-                u, dt, mask = batch.u[:, sl], batch.dt[:, sl], batch.mask[:, sl]
-                live = torch.nonzero(mask[:, 0] > 0).flatten()  # sequences still running in this chunk
-                if live.numel() < mask.shape[0]:
-                    u, dt, mask, carried = u[live], dt[live], mask[live], select_state(carried, live)
-                    target = batch.y[live][:, sl]
-                else:
-                    target = batch.y[:, sl]
-                out = model(u, dt, carried)
-                terms = {"mse": masked_mse(out.y, target, mask)}
+                live = torch.nonzero(batch.mask[:, s] > 0).flatten()  # sequences still running in this chunk
+                if live.numel() < batch.mask.shape[0]:
+                    batch, carried = batch.select(live), select_state(carried, live)
+                chunk = batch.window(slice(s, s + cfg.chunk_len))
+                out = model(chunk.u, chunk.dt, carried, **_step_flags(model, chunk))
+                terms = {"mse": masked_mse(out.y, chunk.y, chunk.mask)}
                 if weights.get("sampling", 0) > 0:
-                    terms["sampling"] = sampling_residual(model, out, u, dt, carried, cfg.sampling_window)
-                for name, value in model.physics_residuals(out, u, dt).items():
+                    terms["sampling"] = sampling_residual(model, out, chunk.u, chunk.dt, carried, cfg.sampling_window)
+                for name, value in model.physics_residuals(out, chunk.u, chunk.dt).items():
                     if weights.get(name, 0) > 0:
                         terms[name] = value
-                loss = terms["mse"] + sum(weights[k] * v for k, v in terms.items() if k != "mse")
+                if extra_loss is not None:
+                    terms.update(extra_loss(out, chunk))
+                all_weights = {**weights, **cfg.loss_weights}
+                loss = terms["mse"] * all_weights.get("data", 1.0) + sum(
+                    all_weights.get(k, 0.0) * v for k, v in terms.items() if k != "mse"
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
                 opt.step()
                 sched.step()
                 state["steps"] += 1
                 carried = detach_state(out.state)
-                if live.numel() < batch.mask.shape[0]:
-                    # keep only running sequences in the batch from here on
-                    batch = Batch(batch.u[live], batch.y[live], batch.dt[live], batch.mask[live])
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n_chunks += 1

@@ -1,0 +1,290 @@
+"""Stage: RRAD, Recurrent Relation-Aware Distillation of the teacher into compact continuous-time students.
+
+The student follows the teacher's outputs, its hidden-state trajectories (through a learned projection), their
+temporal derivatives (finite differences along time) and the relations between time steps (cosine-similarity
+Gram matrices over windows), not only the final answer:
+
+    L = w_data L_data + w_output L_out + w_hidden L_hid + w_derivative L_der + w_relation L_rel (+ physics terms)
+
+Every term is normalised (hidden features by their spread on the training data, differences by the teacher's) so
+that none swamps the others, and every term is logged. `ablation` removes each term in turn.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .data import Dataset, Scales
+from .discovery import Discovery
+from .fitting import dataset_bands, model_report, write_json
+from .models.base import ModelOutput
+from .models.students import ContinuousStudent, StudentConfig, build_student
+from .models.teacher import Teacher
+from .physics import DevicePhysics
+from .training import Batch, TrainConfig, make_batch, predict, train_model
+
+RRAD_TERMS = ("output", "hidden", "derivative", "relation")
+
+
+@dataclass(frozen=True)
+class DistillPreset:
+    states_per_cluster: int
+    drive_hidden: int
+    rank: int
+    train: TrainConfig
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"data": 1.0, "output": 1.0, "hidden": 0.3, "derivative": 0.3, "relation": 0.1}
+    )
+    relation_window: int = 16
+
+
+DISTILL_PRESETS = {
+    "quick": DistillPreset(2, 8, 2, TrainConfig(epochs=3, chunk_len=128, batch_size=8, lr=1e-2, max_minutes=2)),
+    "default": DistillPreset(
+        2, 8, 2, TrainConfig(epochs=40, chunk_len=128, batch_size=16, lr=1e-2, patience=10, max_minutes=8.0)
+    ),
+    "paper": DistillPreset(
+        3, 16, 3, TrainConfig(epochs=100, chunk_len=128, batch_size=16, lr=5e-3, patience=20, max_minutes=40.0)
+    ),
+}
+
+
+@torch.no_grad()
+def teacher_targets(teacher: Teacher, dataset: Dataset, split: str = "train") -> tuple[list[dict], dict]:
+    """Teacher outputs (normalised currents) and hidden trajectories per sequence of a split, with the hidden
+    features standardised by their mean and spread over the split."""
+    teacher.eval()
+    seqs = dataset.subset(split)
+    batch = make_batch(seqs, dataset.scales)
+    out = teacher(batch.u, batch.dt)
+    mask = batch.mask.bool()
+    hidden = out.hidden[mask]
+    mean, std = hidden.mean(0), hidden.std(0).clamp_min(1e-6)
+    targets = [
+        {"y_teacher": out.y[k, : len(s)].numpy(), "h_teacher": ((out.hidden[k, : len(s)] - mean) / std).numpy()}
+        for k, s in enumerate(seqs)
+    ]
+    return targets, {"hidden_mean": mean.tolist(), "hidden_std": std.tolist()}
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    w = mask.reshape(*mask.shape, *([1] * (x.dim() - mask.dim()))).expand_as(x)
+    return (x * w).sum() / w.sum().clamp_min(1.0)
+
+
+class RRADLoss(nn.Module):
+    """The distillation terms; owns the projection from student states to teacher hidden features."""
+
+    def __init__(self, n_student: int, n_teacher: int, window: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(n_student, n_teacher)
+        self.window = window
+
+    def forward(self, out: ModelOutput, chunk: Batch) -> dict[str, Tensor]:
+        mask = chunk.mask
+        y_t, h_t = chunk.extras["y_teacher"], chunk.extras["h_teacher"]
+        h_s = self.proj(out.hidden)
+        terms = {"output": _masked_mean((out.y - y_t) ** 2, mask), "hidden": _masked_mean((h_s - h_t) ** 2, mask)}
+        m2 = mask[:, 1:] * mask[:, :-1]
+        dh_t, dy_t = h_t.diff(dim=1), y_t.diff(dim=1)
+        scale_h = _masked_mean(dh_t**2, m2).clamp_min(1e-12)
+        scale_y = _masked_mean(dy_t**2, m2).clamp_min(1e-12)
+        terms["derivative"] = (
+            _masked_mean((h_s.diff(dim=1) - dh_t) ** 2, m2) / scale_h
+            + _masked_mean((out.y.diff(dim=1) - dy_t) ** 2, m2) / scale_y
+        )
+        terms["relation"] = self._relation(out.hidden, h_t, mask)
+        return terms
+
+    def _relation(self, x_s: Tensor, h_t: Tensor, mask: Tensor) -> Tensor:
+        """Cosine-similarity Gram matrices of time steps within windows, student states vs teacher hidden."""
+        w = self.window
+        t_len = (x_s.shape[1] // w) * w
+        if t_len == 0:
+            return x_s.new_zeros(())
+
+        def gram(z: Tensor) -> Tensor:
+            z = z[:, :t_len].unflatten(1, (-1, w))
+            z = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            return z @ z.transpose(-1, -2)
+
+        valid = mask[:, :t_len].unflatten(1, (-1, w)).amin(-1)  # whole windows only
+        err = ((gram(x_s) - gram(h_t)) ** 2).mean((-1, -2))
+        return (err * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def student_config(
+    kind: str, teacher: Teacher, dataset: Dataset, discovery: Discovery, preset: DistillPreset
+) -> StudentConfig:
+    sc = dataset.scales
+    return StudentConfig(
+        kind=kind,
+        n_in=len(dataset.input_names),
+        n_out=len(dataset.output_names),
+        tau_s=list(discovery.tau_s),
+        physics=DevicePhysics.for_dataset(dataset.device, dataset.input_names, dataset.output_names),
+        states_per_cluster=preset.states_per_cluster,
+        drive_hidden=preset.drive_hidden,
+        rank=preset.rank,
+        input_scale_v=tuple(float(x) for x in sc.input_scale_v),
+        t_scale_s=teacher.cfg.t_scale_s,
+    )
+
+
+@dataclass
+class StudentRun:
+    model: ContinuousStudent
+    config: StudentConfig
+    metrics: dict
+    out_dir: Path
+
+
+def distill(
+    teacher: Teacher,
+    dataset: Dataset,
+    discovery: Discovery,
+    kind: str = "clustered",
+    preset: str | DistillPreset = "default",
+    out_dir: str | Path = "student",
+    *,
+    weights: dict[str, float] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> StudentRun:
+    """Train a `kind` student ("clustered" or "lowrank") by RRAD; writes student.pt, student.json, metrics.json."""
+    p = DISTILL_PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = student_config(kind, teacher, dataset, discovery, p)
+    torch.manual_seed(seed)
+    student = build_student(cfg)
+    targets, norm = teacher_targets(teacher, dataset)
+    rrad = RRADLoss(student.n_states, targets[0]["h_teacher"].shape[1], p.relation_window)
+    w = dict(p.weights if weights is None else weights)
+    train_cfg = replace(p.train, seed=seed, loss_weights=w, residual_weights={"sampling": 0.0})
+    result = train_model(
+        student,
+        dataset.subset("train"),
+        dataset.subset("val"),
+        dataset.scales,
+        train_cfg,
+        checkpoint=out / "checkpoint.pt",
+        progress=progress,
+        desc=f"{kind} student",
+        extras=targets,
+        extra_loss=rrad,
+        params=[*student.parameters(), *rrad.parameters()],
+    )
+    metrics = student_report(student, teacher, dataset)
+    metrics["training"] = {
+        "seconds": result.train_seconds,
+        "steps": result.steps,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped": result.stopped,
+        "weights": w,
+        "history": result.history,
+    }
+    save_student(student, dataset.scales, metrics, out, extra={"teacher_hidden_norm": norm})
+    return StudentRun(student, cfg, metrics, out)
+
+
+def student_report(student: ContinuousStudent, teacher: Teacher, dataset: Dataset) -> dict:
+    """Test metrics vs ground truth (model_report) and vs the teacher, parameters, compression, states, taus."""
+    test = dataset.subset("test")
+    preds = predict(student, test, dataset.scales)
+    report = model_report(student, dataset, None, preds)
+    teacher_preds = predict(teacher, test, dataset.scales)
+    from .metrics import evaluate
+
+    vs_teacher = [replace(s, outputs_clean_a=tp) for s, tp in zip(test, teacher_preds, strict=True)]
+    report["test_vs_teacher"] = evaluate(preds, vs_teacher, dataset_bands(dataset))["vs_clean"]
+    report.update(
+        {
+            "kind": student.cfg.kind,
+            "states": student.n_states,
+            "teacher_params": teacher.n_params,
+            "compression": 1.0 - student.n_params / teacher.n_params,
+            "tau_s": student.time_constants_s(),
+        }
+    )
+    if hasattr(student, "cluster_tau_s"):
+        report["cluster_tau_s"] = student.cluster_tau_s
+        if dataset.true_tau_s:
+            from .discovery import match_taus
+
+            report["tau_match"] = match_taus(student.cluster_tau_s, dataset.true_tau_s)
+    return report
+
+
+def save_student(student: ContinuousStudent, scales: Scales, metrics: dict, out: Path, extra: dict) -> None:
+    import io
+
+    from .data.dataset import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(student.state_dict(), buf)
+    atomic_write_bytes(out / "student.pt", lambda fh: fh.write(buf.getvalue()))
+    write_json(
+        out / "student.json",
+        {
+            "config": student.cfg.to_dict(),
+            "scales": scales.to_dict(),
+            "units": {"time": "s", "voltage": "V", "current": "A"},
+            **extra,
+        },
+    )
+    write_json(out / "metrics.json", metrics)
+
+
+def load_student(out_dir: str | Path) -> tuple[ContinuousStudent, Scales, dict]:
+    out = Path(out_dir)
+    if not (out / "student.json").exists():
+        raise FileNotFoundError(f"{out} holds no student (student.json missing); run psi-xlstm distill")
+    meta = json.loads((out / "student.json").read_text())
+    student = build_student(StudentConfig.from_dict(meta["config"]))
+    student.load_state_dict(torch.load(out / "student.pt", weights_only=True))
+    student.eval()
+    return student, Scales.from_dict(meta["scales"]), json.loads((out / "metrics.json").read_text())
+
+
+def ablation(
+    teacher: Teacher,
+    dataset: Dataset,
+    discovery: Discovery,
+    kind: str = "clustered",
+    preset: str | DistillPreset = "default",
+    out_dir: str | Path = "ablation",
+    *,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Full RRAD, each RRAD term removed in turn, and output-only distillation, same budget: a table of test
+    NRMSE / R^2 vs the ground truth and vs the teacher. Resumable (finished rows are kept)."""
+    p = DISTILL_PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out_dir)
+    table_path = out / "ablation.json"
+    table = json.loads(table_path.read_text()) if table_path.exists() else {}
+    variants = {"full": dict(p.weights)}
+    for term in RRAD_TERMS:
+        variants[f"without_{term}"] = {**p.weights, term: 0.0}
+    variants["output_only"] = {"data": 0.0, "output": 1.0, "hidden": 0.0, "derivative": 0.0, "relation": 0.0}
+    for name, w in variants.items():
+        if name in table:
+            continue
+        start = time.perf_counter()
+        run = distill(teacher, dataset, discovery, kind, p, out / name, weights=w, seed=seed, progress=progress)
+        table[name] = {
+            "weights": w,
+            "test_vs_truth": run.metrics["test"]["vs_clean"],
+            "test_vs_teacher": run.metrics["test_vs_teacher"],
+            "wall_s": time.perf_counter() - start,
+        }
+        write_json(table_path, table)
+    return table

@@ -1,0 +1,244 @@
+"""Compact continuous-time students, SPICE-deployable by construction.
+
+A student is an ODE on a few states plus a readout, written with the layer kinds a Verilog-A emitter can unroll
+(linear maps, tanh, softplus):
+
+    tau_j dx_j/dt = -x_j + g_j(x, u)              states: Verilog-A internal nodes with ddt()
+    I = readout(x, u)                              physics structure as in the teacher's readout
+
+and it is trained through the discretisation a SPICE simulator applies: trapezoidal on the step grid (backward
+Euler on a step flagged as following a breakpoint), each implicit step solved by Newton's method. The same
+`step` function replays a SPICE run in the verification stage.
+
+- ClusteredTauStudent: states in K clusters; each cluster shares one learned time constant tau_k (seconds, tied in
+  the forward pass, initialised from discovery); drive g = W2 tanh(W1 [x; u] + b1) + b2. For a memristor the drive
+  is made to vanish at V = 0 (g(x, u) - g(x, 0)), so rests only relax the states.
+- LowRankStudent: the teacher's mLSTM path at rank r: a r x r matrix memory M and normaliser n as states,
+  tau dM/dt = -M + i(u) v(u) k(u)^T, tau dn/dt = -n + i(u) k(u), read out through h = M q / sqrt((n.q)^2 + 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..physics import DevicePhysics
+from .base import ModelOutput, SequenceModel
+
+
+@dataclass
+class StudentConfig:
+    kind: str  # "clustered" or "lowrank"
+    n_in: int
+    n_out: int
+    tau_s: list[float]  # initial time constants (one per cluster / per memory head)
+    physics: DevicePhysics = field(default_factory=lambda: DevicePhysics("generic"))
+    states_per_cluster: int = 2  # clustered
+    drive_hidden: int = 8  # clustered: width of the drive layer
+    rank: int = 2  # lowrank: memory is rank x rank
+    readout_hidden: int = 8  # MOSFET/BJT static and charge readouts
+    input_scale_v: tuple[float, ...] = (1.0,)
+    t_scale_s: float = 1e-6
+    newton_iterations: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("clustered", "lowrank"):
+            raise ValueError(f"student kind must be 'clustered' or 'lowrank', got {self.kind!r}")
+        if not self.tau_s or any(t <= 0 for t in self.tau_s):
+            raise ValueError(f"tau_s must be positive seconds, got {self.tau_s}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudentConfig:
+        d = dict(d)
+        d["physics"] = DevicePhysics(**d["physics"])
+        d["input_scale_v"] = tuple(d["input_scale_v"])
+        return cls(**d)
+
+
+class StudentReadout(nn.Module):
+    """Currents from states and inputs. Memristor: I = u softplus(c.x + d1 u + d2 u^2 + e) (affine in the states,
+    pinched and passive). MOSFET/BJT: static W tanh(.) plus dQ/dt of a charge affine in the states and inputs."""
+
+    def __init__(self, cfg: StudentConfig, n_states: int):
+        super().__init__()
+        self.cfg = cfg
+        kind = cfg.physics.kind
+        if kind == "memristor":
+            self.g_state = nn.Linear(n_states, cfg.n_out)
+            self.g_input = nn.Linear(2 * cfg.n_in, cfg.n_out, bias=False)
+        else:
+            self.static_in = nn.Linear(n_states + cfg.n_in, cfg.readout_hidden)
+            self.static_out = nn.Linear(cfg.readout_hidden, cfg.n_out)
+            self.charge = nn.Linear(n_states + cfg.n_in, cfg.n_out) if kind in ("mosfet", "bjt") else None
+
+    def static(self, x: Tensor, u: Tensor) -> Tensor:
+        if self.cfg.physics.kind == "memristor":
+            return u * F.softplus(self.g_state(x) + self.g_input(torch.cat([u, u * u], -1)))
+        s = self.static_out(torch.tanh(self.static_in(torch.cat([x, u], -1))))
+        if self.cfg.physics.kind == "mosfet":
+            k, j = self.cfg.physics.i_d_index, self.cfg.physics.v_ds_index
+            s = s.clone()
+            s[..., k] = u[..., j] * F.softplus(s[..., k])
+        return s
+
+    def charge_of(self, x: Tensor, u: Tensor) -> Tensor | None:
+        return None if getattr(self, "charge", None) is None else self.charge(torch.cat([x, u], -1))
+
+
+class ContinuousStudent(SequenceModel):
+    """Shared machinery: implicit integration of tau dx/dt = -x + g(x, u) and the readout."""
+
+    n_states: int
+    integrates_like_spice = True  # the training loop hands it the backward-Euler step flags
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    # ---- to be defined by the two kinds ----
+    def tau_per_state(self) -> Tensor:
+        raise NotImplementedError
+
+    def drive(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor | None]:
+        """g(x, u) and its Jacobian dg/dx (B, N, N), or None when g does not depend on x."""
+        raise NotImplementedError
+
+    def readout_features(self, x: Tensor) -> Tensor:
+        return x
+
+    # ---- shared ----
+    def rate(self, x: Tensor, u: Tensor) -> Tensor:
+        """dx/dt (1/s)."""
+        return (self.drive(x, u)[0] - x) / self.tau_per_state()
+
+    def step(
+        self, x: Tensor, u0: Tensor, u1: Tensor, h: Tensor, backward_euler: Tensor, newton_tol: float | None = None
+    ) -> Tensor:
+        """One implicit step of length h (s): trapezoidal, or backward Euler where `backward_euler` is 1.
+
+        Solves r(x1) = x1 - x - h (theta F(x1, u1) + (1 - theta) F(x, u0)) = 0, theta = 1/2 or 1, by Newton's
+        method from an explicit Euler guess with the analytic Jacobian: `newton_iterations` iterations (training),
+        or until |dx| < newton_tol (replay). A drive independent of x makes the step linear and exact in one solve."""
+        theta = (0.5 + 0.5 * backward_euler)[:, None]
+        h = h[:, None]
+        inv_tau = 1.0 / self.tau_per_state()
+        g0, _ = self.drive(x, u0)
+        f0 = (g0 - x) * inv_tau
+        x1 = x + h * f0
+        eye = torch.eye(x.shape[1], dtype=x.dtype)
+        for _ in range(self.cfg.newton_iterations if newton_tol is None else 100):
+            g1, dg = self.drive(x1, u1)
+            f1 = (g1 - x1) * inv_tau
+            resid = x1 - x - h * (theta * f1 + (1 - theta) * f0)
+            if dg is None:  # linear in x: r = (1 + h theta / tau) x1 - rhs, solved exactly
+                return x1 - resid / (1 + h * theta * inv_tau)
+            jac = eye - (h * theta)[..., None] * ((dg - eye) * inv_tau[:, None])
+            delta = torch.linalg.solve(jac, resid)
+            x1 = x1 - delta
+            if newton_tol is not None and float(delta.abs().max()) < newton_tol:
+                break
+        return x1
+
+    def forward(self, u: Tensor, dt: Tensor, state=None, backward_euler: Tensor | None = None) -> ModelOutput:
+        """u (B, T, n_in), dt (B, T) s (dt[:, t] is the step from t-1 to t); state = (x, u_prev, q_prev)."""
+        b, t_len, _ = u.shape
+        if state is None:
+            x, u_prev, q_prev = u.new_zeros(b, self.n_states), u[:, 0], None
+        else:
+            x, u_prev, q_prev = state
+        be = backward_euler if backward_euler is not None else u.new_zeros(b, t_len)
+        xs = []
+        for t in range(t_len):
+            x = self.step(x, u_prev, u[:, t], dt[:, t], be[:, t])
+            u_prev = u[:, t]
+            xs.append(x)
+        xs = torch.stack(xs, 1)
+        feats = self.readout_features(xs)
+        y = self.readout.static(feats, u)
+        q = self.readout.charge_of(feats, u)
+        if q is not None:
+            q_before = torch.cat([(q[:, :1] if q_prev is None else q_prev[:, None]), q[:, :-1]], 1)
+            y = y + (q - q_before) / (dt[..., None] / self.cfg.t_scale_s)
+            q_prev = q[:, -1]
+        return ModelOutput(y=y, state=(x, u_prev, q_prev), hidden=xs)
+
+    def time_constants_s(self) -> list[float]:
+        return [float(t) for t in self.tau_per_state()]
+
+    @property
+    def n_params_export(self) -> int:
+        return self.n_params
+
+
+class ClusteredTauStudent(ContinuousStudent):
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__(cfg)
+        k, m = len(cfg.tau_s), cfg.states_per_cluster
+        self.n_states = k * m
+        self.log_tau = nn.Parameter(torch.log(torch.tensor(cfg.tau_s, dtype=torch.float32)))  # one per cluster
+        self.register_buffer("cluster_of_state", torch.arange(k).repeat_interleave(m))
+        self.w1 = nn.Linear(self.n_states + cfg.n_in, cfg.drive_hidden)
+        self.w2 = nn.Linear(cfg.drive_hidden, self.n_states)
+        self.readout = StudentReadout(cfg, self.n_states)
+
+    def tau_per_state(self) -> Tensor:
+        return torch.exp(self.log_tau)[self.cluster_of_state]  # tied within a cluster
+
+    def _layer(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        a = torch.tanh(self.w1(torch.cat([x, u], -1)))
+        jac = (self.w2.weight * (1 - a * a)[..., None, :]) @ self.w1.weight[:, : self.n_states]
+        return self.w2(a), jac
+
+    def drive(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        g, jac = self._layer(x, u)
+        if self.cfg.physics.kind == "memristor":  # no drive at V = 0: rests only relax the states
+            g_rest, jac_rest = self._layer(x, torch.zeros_like(u))
+            g, jac = g - g_rest, jac - jac_rest
+        return g, jac
+
+    @property
+    def cluster_tau_s(self) -> list[float]:
+        return [float(t) for t in torch.exp(self.log_tau)]
+
+
+class LowRankStudent(ContinuousStudent):
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__(cfg)
+        r = cfg.rank
+        self.n_states = r * r + r
+        self.log_tau = nn.Parameter(torch.log(torch.tensor(cfg.tau_s[:1], dtype=torch.float32)))
+        self.embed = nn.Linear(cfg.n_in, cfg.drive_hidden)
+        self.kvi = nn.Linear(cfg.drive_hidden, 2 * r + 1)  # k, v (rank r each) and the input gate
+        self.q = nn.Parameter(torch.randn(r) / math.sqrt(r))
+        self.readout = StudentReadout(cfg, r)
+
+    def tau_per_state(self) -> Tensor:
+        return torch.exp(self.log_tau).expand(self.n_states)
+
+    def drive(self, x: Tensor, u: Tensor) -> tuple[Tensor, None]:
+        r = self.cfg.rank
+        e = torch.tanh(self.embed(u))
+        kvi = self.kvi(e)
+        k, v, i = kvi[..., :r], kvi[..., r : 2 * r], torch.exp(kvi[..., 2 * r :].clamp(max=10.0))
+        if self.cfg.physics.kind == "memristor":
+            e0 = torch.tanh(self.embed(torch.zeros_like(u)))
+            i = i - torch.exp(self.kvi(e0)[..., 2 * r :].clamp(max=10.0))  # no drive at V = 0
+        mem = i[..., None] * (v[..., :, None] * k[..., None, :])
+        return torch.cat([mem.flatten(-2), i * k], -1), None  # independent of the states: linear ODE
+
+    def readout_features(self, x: Tensor) -> Tensor:
+        r = self.cfg.rank
+        mem = x[..., : r * r].unflatten(-1, (r, r))
+        n = x[..., r * r :]
+        return (mem @ self.q) / torch.sqrt((n @ self.q)[..., None] ** 2 + 1.0)
+
+
+def build_student(cfg: StudentConfig) -> ContinuousStudent:
+    return ClusteredTauStudent(cfg) if cfg.kind == "clustered" else LowRankStudent(cfg)

@@ -1,0 +1,58 @@
+"""Structure discovery: k-means and silhouette, exponential fits, tau matching, and the stage on a tiny teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from psixlstm.config import TeacherPreset
+from psixlstm.data.generate import DataPreset, make_dataset
+from psixlstm.discovery import Discovery, discover, fit_exponentials, kmeans_1d, match_taus, silhouette
+from psixlstm.fitting import train_teacher
+from psixlstm.training import TrainConfig
+
+
+def test_kmeans_and_silhouette_find_three_clusters():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(c, 0.05, 20) for c in (-3.5, -2.9, -2.0)])
+    centres, labels = kmeans_1d(x, 3)
+    np.testing.assert_allclose(centres, [-3.5, -2.9, -2.0], atol=0.05)
+    scores = {k: silhouette(x, kmeans_1d(x, k)[1]) for k in (2, 3, 4, 5)}
+    assert max(scores, key=scores.get) == 3
+    with pytest.raises(ValueError, match="distinct"):
+        kmeans_1d(np.ones(5), 2)
+
+
+def test_fit_exponentials_recovers_known_time_constants():
+    t = np.concatenate([np.linspace(0, 1e-3, 200), np.geomspace(1e-3, 40e-3, 300)[1:]])
+    taus = (0.34e-3, 1.2e-3, 8.7e-3)
+    y = 0.2 + 1.0 * np.exp(-t / taus[0]) + 0.6 * np.exp(-t / taus[1]) + 0.3 * np.exp(-t / taus[2])
+    fit = fit_exponentials(t, y, 3)
+    np.testing.assert_allclose(fit["tau_s"], taus, rtol=0.02)
+    assert fit["rel_rms_residual"] < 1e-6
+
+
+def test_match_taus_is_one_to_one_when_possible():
+    m = match_taus([1e-3, 9e-3, 3e-4], [0.34e-3, 1.2e-3, 8.7e-3])
+    assert [r["found_s"] for r in m] == [3e-4, 1e-3, 9e-3]
+    assert m[0]["rel_err"] == pytest.approx(abs(3e-4 - 0.34e-3) / 0.34e-3)
+
+
+def test_discover_on_a_tiny_teacher(tmp_path):
+    ds = make_dataset("memristor", DataPreset(5, 6e-3, 0.5e-6, 50e-6), seed=0, progress=False, workers=1)
+    run = train_teacher(
+        ds, TeacherPreset(8, 2, 8, TrainConfig(epochs=1, chunk_len=128)), tmp_path / "t", progress=False, plots=False
+    )
+    d = discover(run.model, ds, k=3)
+    assert d.k == 3 and len(d.gate_cluster_tau_s) == 3
+    assert len(d.unit_tau_median_s) == 8 + 2  # sLSTM units + mLSTM heads
+    assert all(1e-9 < t < 10 for t in d.unit_tau_median_s)  # seconds
+    assert d.tau_source in ("probe", "gates") and all(t > 0 for t in d.tau_s)
+    assert {"gates", "probe_teacher", "probe_truth"} <= set(d.tau_match)
+    for name in ("q", "k", "v", "o"):
+        rep = d.svd["projections"][name]
+        assert 1 <= rep["rank"] <= 8 and rep["energy"][-1] == pytest.approx(1.0)
+    assert len(d.svd["memory"]["heads"]) == 2
+    d.save(tmp_path)
+    back = Discovery.load(tmp_path)
+    assert back.tau_s == d.tau_s

@@ -1,0 +1,83 @@
+"""RRAD distillation: every term is computed and logged, students are compressed, artifacts reload, ablation runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from psixlstm.config import TeacherPreset
+from psixlstm.data.generate import DataPreset, make_dataset
+from psixlstm.discovery import discover
+from psixlstm.distillation import DistillPreset, RRADLoss, ablation, distill, load_student
+from psixlstm.fitting import train_teacher
+from psixlstm.models.base import ModelOutput
+from psixlstm.training import Batch, TrainConfig, predict
+
+TINY = DistillPreset(2, 4, 2, TrainConfig(epochs=1, chunk_len=64, batch_size=4, lr=1e-2))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    ds = make_dataset("memristor", DataPreset(5, 4e-3, 0.5e-6, 50e-6), seed=0, progress=False, workers=1)
+    out = tmp_path_factory.mktemp("t")
+    run = train_teacher(
+        ds, TeacherPreset(16, 2, 16, TrainConfig(epochs=1, chunk_len=128)), out, progress=False, plots=False
+    )
+    return ds, run.model, discover(run.model, ds, k=3)
+
+
+def test_rrad_terms_are_finite_and_vanish_for_a_perfect_student():
+    torch.manual_seed(0)
+    loss = RRADLoss(n_student=4, n_teacher=6, window=8)
+    b, t = 2, 32
+    x = torch.randn(b, t, 4)
+    with torch.no_grad():
+        h_teacher = loss.proj(x)
+    y = torch.randn(b, t, 1)
+    chunk = Batch(
+        torch.zeros(b, t, 1),
+        y,
+        torch.ones(b, t),
+        torch.ones(b, t),
+        torch.zeros(b, t),
+        {"y_teacher": y, "h_teacher": h_teacher},
+    )
+    perfect = loss(ModelOutput(y=y, state=None, hidden=x), chunk)
+    assert set(perfect) == {"output", "hidden", "derivative", "relation"}
+    for name in ("output", "hidden", "derivative"):
+        assert float(perfect[name]) < 1e-10, name
+    wrong = loss(ModelOutput(y=y + 1.0, state=None, hidden=torch.randn(b, t, 4)), chunk)
+    for name, value in wrong.items():
+        assert torch.isfinite(value) and float(value) > 1e-3, name
+
+
+@pytest.mark.parametrize("kind", ["clustered", "lowrank"])
+def test_distill_writes_a_compressed_student(setup, tmp_path, kind):
+    ds, teacher, disc = setup
+    run = distill(teacher, ds, disc, kind, TINY, tmp_path, progress=False)
+    m = run.metrics
+    assert m["compression"] >= 0.84 and m["params"] == run.model.n_params and m["states"] == run.model.n_states
+    history = m["training"]["history"][0]
+    for term in ("train_mse", "train_output", "train_hidden", "train_derivative", "train_relation"):
+        assert np.isfinite(history[term]), term
+    assert np.isfinite(m["test_vs_teacher"]["nrmse"]) and np.isfinite(m["test"]["vs_clean"]["r2"])
+    student, scales, _ = load_student(tmp_path)
+    a = predict(run.model, ds.subset("test"), ds.scales)[0]
+    np.testing.assert_allclose(predict(student, ds.subset("test"), scales)[0], a, rtol=1e-6, atol=1e-12)
+    if kind == "clustered":
+        assert len(m["cluster_tau_s"]) == 3 and len(m["tau_match"]) == 3
+
+
+def test_ablation_table_has_every_variant(setup, tmp_path):
+    ds, teacher, disc = setup
+    table = ablation(teacher, ds, disc, "clustered", TINY, tmp_path, progress=False)
+    assert set(table) == {
+        "full",
+        "without_output",
+        "without_hidden",
+        "without_derivative",
+        "without_relation",
+        "output_only",
+    }
+    assert table["output_only"]["weights"]["data"] == 0.0

@@ -1,0 +1,82 @@
+"""Continuous-time students: the implicit steps solve the SPICE discretisation exactly, taus are tied, physics holds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psixlstm.models.students import StudentConfig, build_student
+from psixlstm.physics import DevicePhysics
+
+MEM = DevicePhysics("memristor")
+
+
+def _student(kind: str, **kw):
+    torch.manual_seed(0)
+    cfg = StudentConfig(kind=kind, n_in=1, n_out=1, tau_s=[3e-4, 1e-3, 9e-3], physics=MEM, **kw)
+    return build_student(cfg).double()
+
+
+@pytest.mark.parametrize("kind", ["clustered", "lowrank"])
+@pytest.mark.parametrize("be", [0.0, 1.0])
+def test_step_solves_the_implicit_equation(kind, be):
+    s = _student(kind)
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    b = 3
+    x = torch.randn(b, s.n_states, dtype=torch.float64) * 0.3
+    u0, u1 = torch.rand(b, 1, dtype=torch.float64), torch.rand(b, 1, dtype=torch.float64)
+    h = torch.tensor([1e-6, 5e-5, 2e-3], dtype=torch.float64)
+    flag = torch.full((b,), be, dtype=torch.float64)
+    with torch.no_grad():
+        x1 = s.step(x, u0, u1, h, flag, newton_tol=1e-15)
+        theta = 0.5 + 0.5 * be
+        resid = x1 - x - h[:, None] * (theta * s.rate(x1, u1) + (1 - theta) * s.rate(x, u0))
+    assert resid.abs().max() < 1e-12
+    assert (x1 - x).abs().max() > 1e-6  # the step really moved
+
+
+def test_rest_relaxes_each_cluster_with_its_tau():
+    """At V = 0 the memristor drive vanishes, so one trapezoidal step is x (1 - h/2tau) / (1 + h/2tau) exactly."""
+    s = _student("clustered", states_per_cluster=2)
+    x = torch.ones(1, s.n_states, dtype=torch.float64)
+    zero = torch.zeros(1, 1, dtype=torch.float64)
+    h = torch.tensor([1e-4], dtype=torch.float64)
+    with torch.no_grad():
+        x1 = s.step(x, zero, zero, h, torch.zeros(1, dtype=torch.float64), newton_tol=1e-15)
+    tau = s.tau_per_state().detach()
+    assert tau.tolist() == pytest.approx([3e-4, 3e-4, 1e-3, 1e-3, 9e-3, 9e-3], rel=1e-6)
+    torch.testing.assert_close(x1[0], (1 - 1e-4 / (2 * tau)) / (1 + 1e-4 / (2 * tau)), rtol=1e-12, atol=0)
+
+
+def test_cluster_taus_are_tied_and_learnable():
+    s = _student("clustered", states_per_cluster=3).float()
+    assert s.tau_per_state().tolist() == pytest.approx([3e-4] * 3 + [1e-3] * 3 + [9e-3] * 3, rel=1e-6)
+    u = torch.rand(2, 50, 1)
+    dt = torch.full((2, 50), 2e-5)
+    s(u, dt).y.sum().backward()
+    assert s.log_tau.grad is not None and s.log_tau.grad.abs().sum() > 0
+    assert s.log_tau.numel() == 3  # one parameter per cluster, not per state
+
+
+@pytest.mark.parametrize("kind", ["clustered", "lowrank"])
+def test_students_are_small_pinched_passive_and_grid_agnostic(kind):
+    s = _student(kind).float()
+    assert s.n_params < 200 and s.n_states <= 9
+    t = torch.cumsum(torch.rand(1, 300) * 1e-4 + 1e-7, 1)  # non-uniform grid
+    dt = torch.diff(t, prepend=torch.zeros(1, 1))
+    u = torch.sin(t * 3e3)[..., None] * 1.2
+    with torch.no_grad():
+        y = s(u, dt).y
+    assert torch.all(u * y >= 0)
+    with torch.no_grad():
+        y0 = s(torch.zeros_like(u), dt).y
+    assert torch.all(y0 == 0)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="kind"):
+        StudentConfig(kind="dense", n_in=1, n_out=1, tau_s=[1e-3])
+    with pytest.raises(ValueError, match="positive"):
+        StudentConfig(kind="clustered", n_in=1, n_out=1, tau_s=[-1e-3])
