@@ -88,3 +88,39 @@ def test_train_teacher_and_baselines_commands(tmp_path, capsys):
 def test_train_teacher_missing_data_is_a_clear_error(tmp_path, capsys):
     assert main(["train-teacher", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_discover_and_distill_commands(tmp_path, capsys):
+    from psixlstm.data.generate import DataPreset, make_dataset
+
+    data = tmp_path / "data"
+    make_dataset("memristor", DataPreset(5, 3e-3, 0.5e-6, 50e-6), seed=0, progress=False, workers=1).save(data)
+    teacher = tmp_path / "teacher"
+    assert main(["train-teacher", "--data", str(data), "--preset", "quick", "--out", str(teacher), "--quiet"]) == 0
+    disc = tmp_path / "disc"
+    assert main(["discover", "--teacher", str(teacher), "--out", str(disc), "--k", "3"]) == 0  # data from teacher.json
+    text = capsys.readouterr().out
+    assert "gate clusters (K=3)" in text and "vs true taus" in text
+    assert (disc / "time_constants.png").exists() and (disc / "singular_values.png").exists()
+    student = tmp_path / "student"
+    assert (
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher),
+                "--discovery",
+                str(disc),
+                "--student",
+                "lowrank",
+                "--preset",
+                "quick",
+                "--out",
+                str(student),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "% fewer than the teacher" in capsys.readouterr().out
+    assert json.loads((student / "metrics.json").read_text())["kind"] == "lowrank"

@@ -75,6 +75,77 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_data(args: argparse.Namespace):
+    """The dataset a teacher was trained on (recorded in teacher.json), unless --data overrides it."""
+    meta = (
+        json.loads((Path(args.teacher) / "teacher.json").read_text())
+        if (Path(args.teacher) / "teacher.json").exists()
+        else {}
+    )
+    path = args.data or meta.get("data_dir")
+    if not path:
+        raise ValueError(f"{args.teacher}/teacher.json records no dataset; pass --data DIR")
+    return _load_dataset(path)
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from .discovery import discover
+    from .fitting import load_teacher
+    from .plots import plot_singular_values, plot_time_constants
+
+    teacher, _, _ = load_teacher(args.teacher)
+    ds = _teacher_data(args)
+    d = discover(teacher, ds, k=args.k, svd_threshold=args.svd_threshold)
+    out = Path(args.out)
+    d.save(out)
+    plot_time_constants(d, out / "time_constants.png")
+    plot_singular_values(d, out / "singular_values.png")
+    print(f"gate clusters (K={d.k}): " + ", ".join(f"{t * 1e3:.4g} ms" for t in d.gate_cluster_tau_s))
+    print("probe fit (teacher): " + ", ".join(f"{t * 1e3:.4g} ms" for t in d.probe["teacher"]["tau_s"]))
+    for source, rows in d.tau_match.items():
+        print(
+            f"vs true taus ({source}): "
+            + ", ".join(
+                f"{r['true_s'] * 1e3:.3g} ms -> {r['found_s'] * 1e3:.3g} ms ({100 * r['rel_err']:.0f} %)" for r in rows
+            )
+        )
+    ranks = {k: v["rank"] for k, v in d.svd["projections"].items()}
+    print(f"SVD ranks at {args.svd_threshold:.0%} energy: {ranks}; students use tau_s = {d.tau_s} ({d.tau_source})")
+    print(f"wrote {out}/discovery.json, time_constants.png, singular_values.png")
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .discovery import Discovery
+    from .distillation import ablation, distill
+    from .fitting import load_teacher
+
+    teacher, _, teacher_metrics = load_teacher(args.teacher)
+    ds = _teacher_data(args)
+    disc = Discovery.load(args.discovery)
+    if args.ablation:
+        table = ablation(
+            teacher, ds, disc, args.student, args.preset, args.out, seed=args.seed, progress=not args.quiet
+        )
+        for name, row in table.items():
+            print(
+                f"{name:<20} NRMSE vs truth {row['test_vs_truth']['nrmse']:.4f}  vs teacher "
+                f"{row['test_vs_teacher']['nrmse']:.4f}"
+            )
+        return 0
+    run = distill(teacher, ds, disc, args.student, args.preset, args.out, seed=args.seed, progress=not args.quiet)
+    m = run.metrics
+    t_nrmse = teacher_metrics["test"]["vs_clean"]["nrmse"]
+    print(
+        f"{args.student} student: {m['params']} params ({100 * m['compression']:.1f} % fewer than the teacher), "
+        f"{m['states']} states; test NRMSE {m['test']['vs_clean']['nrmse']:.4f} "
+        f"({m['test']['vs_clean']['nrmse'] / t_nrmse:.2f}x the teacher's {t_nrmse:.4f}), "
+        f"NRMSE vs teacher {m['test_vs_teacher']['nrmse']:.4f}"
+    )
+    print(f"wrote {run.out_dir}/student.pt, student.json, metrics.json")
+    return 0
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from .fitting import run_baselines, summary_table
 
@@ -170,6 +241,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_baselines)
+
+    p = sub.add_parser(
+        "discover",
+        help="read time constants (gates + relaxation probes) and low-rank structure out of a trained teacher",
+        description="Per-unit time constants tau = -dt / ln f in seconds along the data, k-means on log tau (K by "
+        "silhouette unless --k), relaxation-probe fits, match to the true taus where known, SVD of the mLSTM "
+        "projections and matrix memory. Writes discovery.json, time_constants.png, singular_values.png.",
+    )
+    p.add_argument("--teacher", required=True, help="directory of psi-xlstm train-teacher")
+    p.add_argument("--data", default=None, help="dataset directory (default: the one recorded with the teacher)")
+    p.add_argument("--k", type=int, default=None, help="force the number of time-constant clusters")
+    p.add_argument("--svd-threshold", type=float, default=0.92, help="energy fraction that sets the SVD rank")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_discover)
+
+    p = sub.add_parser(
+        "distill",
+        help="RRAD-distil the teacher into a compact continuous-time student (clustered-tau or low-rank)",
+        description="Trains the student through the SPICE discretisation (trapezoidal, backward Euler after "
+        "breakpoints) on outputs, hidden trajectories, their time differences and time-step relations of the "
+        "teacher. --ablation trains every variant with one term removed, and output-only distillation.",
+    )
+    p.add_argument("--teacher", required=True, help="directory of psi-xlstm train-teacher")
+    p.add_argument("--discovery", required=True, help="directory of psi-xlstm discover")
+    p.add_argument("--student", choices=["clustered", "lowrank"], default="clustered")
+    p.add_argument("--data", default=None, help="dataset directory (default: the one recorded with the teacher)")
+    p.add_argument("--preset", choices=["quick", "default", "paper"], default="default")
+    p.add_argument("--ablation", action="store_true", help="run the RRAD ablation table instead of one student")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_distill)
     return parser
 
 

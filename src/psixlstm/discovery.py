@@ -238,7 +238,7 @@ class Discovery:
         return asdict(self)
 
     def save(self, directory: str | Path) -> Path:
-        from .fitting import write_json
+        from .artifacts import write_json
 
         path = Path(directory) / "discovery.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .artifacts import read_model, save_model, write_json
 from .data import Dataset, Scales
 from .discovery import Discovery
-from .fitting import dataset_bands, model_report, write_json
+from .fitting import dataset_bands, model_report
 from .models.base import ModelOutput
 from .models.students import ContinuousStudent, StudentConfig, build_student
 from .models.teacher import Teacher
@@ -224,34 +225,17 @@ def student_report(student: ContinuousStudent, teacher: Teacher, dataset: Datase
 
 
 def save_student(student: ContinuousStudent, scales: Scales, metrics: dict, out: Path, extra: dict) -> None:
-    import io
-
-    from .data.dataset import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(student.state_dict(), buf)
-    atomic_write_bytes(out / "student.pt", lambda fh: fh.write(buf.getvalue()))
-    write_json(
-        out / "student.json",
-        {
-            "config": student.cfg.to_dict(),
-            "scales": scales.to_dict(),
-            "units": {"time": "s", "voltage": "V", "current": "A"},
-            **extra,
-        },
-    )
-    write_json(out / "metrics.json", metrics)
+    meta = {"config": student.cfg.to_dict(), "scales": scales.to_dict(), **extra}
+    save_model(out, "student", student, meta, metrics)
 
 
 def load_student(out_dir: str | Path) -> tuple[ContinuousStudent, Scales, dict]:
-    out = Path(out_dir)
-    if not (out / "student.json").exists():
-        raise FileNotFoundError(f"{out} holds no student (student.json missing); run psi-xlstm distill")
-    meta = json.loads((out / "student.json").read_text())
+    """The distilled student, its dataset scales and its metrics, from a distill output directory."""
+    meta, state, metrics = read_model(out_dir, "student", "distill")
     student = build_student(StudentConfig.from_dict(meta["config"]))
-    student.load_state_dict(torch.load(out / "student.pt", weights_only=True))
+    student.load_state_dict(state)
     student.eval()
-    return student, Scales.from_dict(meta["scales"]), json.loads((out / "metrics.json").read_text())
+    return student, Scales.from_dict(meta["scales"]), metrics
 
 
 def ablation(

@@ -15,25 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifacts import read_model, save_model, write_json
 from .config import TeacherPreset, bands_for, teacher_preset
 from .data import Dataset, Scales
-from .data.dataset import atomic_write_bytes
 from .metrics import evaluate, linear_fit_baseline
 from .models.base import SequenceModel
 from .models.baselines import FourierMLP, LinearStateSpace, LSTMBaseline, Siren, WindowMLP
 from .models.teacher import Teacher, TeacherConfig
 from .physics import DevicePhysics, physics_metrics, refine_grid
 from .training import TrainConfig, TrainResult, make_batch, predict, train_model
-
-
-def write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write(json.dumps(obj, indent=2, default=_jsonable).encode()))
-
-
-def _jsonable(x):
-    if isinstance(x, np.ndarray | np.generic):
-        return x.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
 def teacher_config(dataset: Dataset, preset: TeacherPreset, gating: str = "exp") -> TeacherConfig:
@@ -105,6 +95,44 @@ def residual_metrics(model: SequenceModel, dataset: Dataset) -> dict[str, float]
     return metrics
 
 
+def training_view(dataset: Dataset, max_steps: int | None) -> tuple[Dataset, int]:
+    """The dataset models are trained on: a uniform grid longer than `max_steps` keeps every k-th sample (dt-aware
+    models then run on the original grid unchanged; metrics are always taken on the original test grid). Multi-rate
+    grids are never thinned (that would drop edges). Returns (view, stride)."""
+    longest = max(len(s) for s in dataset.sequences)
+    uniform = all(np.ptp(s.dt_s) <= 1e-6 * float(np.mean(s.dt_s)) for s in dataset.sequences)
+    if max_steps is None or not uniform or longest <= max_steps:
+        return dataset, 1
+    stride = int(np.ceil(longest / max_steps))
+    seqs = [
+        replace(
+            s,
+            t_s=s.t_s[::stride],
+            inputs_v=s.inputs_v[::stride],
+            outputs_a=s.outputs_a[::stride],
+            outputs_clean_a=None if s.outputs_clean_a is None else s.outputs_clean_a[::stride],
+        )
+        for s in dataset.sequences
+    ]
+    view = replace(dataset, sequences=seqs, scales=None)
+    view.scales = replace(
+        dataset.scales, dt_min_s=dataset.scales.dt_min_s * stride, dt_max_s=dataset.scales.dt_max_s * stride
+    )
+    return view, stride
+
+
+def coarse_grid_report(model: SequenceModel, dataset: Dataset, view: Dataset, stride: int) -> dict:
+    """Where training used a thinned grid, the test metrics on that grid too (models that are not dt-aware only
+    know it)."""
+    if stride == 1:
+        return {}
+    test = view.subset("test")
+    return {
+        "test_train_grid": evaluate(predict(model, test, dataset.scales), test, dataset_bands(dataset)),
+        "train_stride": stride,
+    }
+
+
 @dataclass
 class TeacherRun:
     model: Teacher
@@ -125,6 +153,7 @@ def train_teacher(
     seed: int = 0,
     progress: bool = True,
     plots: bool = True,
+    data_dir: str | None = None,
 ) -> TeacherRun:
     """Train the physics-informed xLSTM teacher; writes teacher.pt, teacher.json, metrics.json, history.json,
     waveforms.png and spectrum.png under out_dir (checkpoint.pt while training, for resuming)."""
@@ -134,13 +163,14 @@ def train_teacher(
         train_cfg = replace(train_cfg, physics_weight=physics_weight)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = teacher_config(dataset, preset_obj, gating)
+    view, stride = training_view(dataset, train_cfg.max_steps_per_sequence)
+    cfg = teacher_config(view, preset_obj, gating)
     torch.manual_seed(seed)
     model = Teacher(cfg)
     result = train_model(
         model,
-        dataset.subset("train"),
-        dataset.subset("val"),
+        view.subset("train"),
+        view.subset("val"),
         dataset.scales,
         train_cfg,
         checkpoint=out / "checkpoint.pt",
@@ -150,9 +180,16 @@ def train_teacher(
     preds = predict(model, dataset.subset("test"), dataset.scales)
     metrics = model_report(model, dataset, result, preds)
     metrics.update(
-        {"model": "teacher", "gating": gating, "device": dataset.device, "physics_weight": train_cfg.physics_weight}
+        {
+            "model": "teacher",
+            "gating": gating,
+            "device": dataset.device,
+            "physics_weight": train_cfg.physics_weight,
+            "train_stride": stride,
+        }
     )
-    save_teacher(model, train_cfg, dataset.scales, metrics, out)
+    metrics.update(coarse_grid_report(model, dataset, view, stride))
+    save_teacher(model, train_cfg, dataset.scales, metrics, out, data_dir)
     write_json(out / "history.json", result.history)
     if plots:
         from .plots import plot_predictions, plot_spectrum
@@ -163,32 +200,26 @@ def train_teacher(
     return TeacherRun(model, cfg, train_cfg, dataset.scales, metrics, out)
 
 
-def save_teacher(model: Teacher, train_cfg: TrainConfig, scales: Scales, metrics: dict, out: Path) -> None:
-    buf = __import__("io").BytesIO()
-    torch.save(model.state_dict(), buf)
-    atomic_write_bytes(out / "teacher.pt", lambda fh: fh.write(buf.getvalue()))
-    write_json(
-        out / "teacher.json",
-        {
-            "config": model.cfg.to_dict(),
-            "train": train_cfg.to_dict(),
-            "scales": scales.to_dict(),
-            "units": {"time": "s", "voltage": "V", "current": "A"},
-        },
-    )
-    write_json(out / "metrics.json", metrics)
+def save_teacher(
+    model: Teacher, train_cfg: TrainConfig, scales: Scales, metrics: dict, out: Path, data_dir: str | None = None
+) -> None:
+    """Weights (teacher.pt), configs, scales, units and the dataset directory (teacher.json), metrics."""
+    meta = {
+        "config": model.cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "scales": scales.to_dict(),
+        "data_dir": data_dir,
+    }
+    save_model(out, "teacher", model, meta, metrics)
 
 
 def load_teacher(out_dir: str | Path) -> tuple[Teacher, Scales, dict]:
     """The trained teacher, its dataset scales and its metrics, from a train_teacher output directory."""
-    out = Path(out_dir)
-    if not (out / "teacher.json").exists():
-        raise FileNotFoundError(f"{out} holds no trained teacher (teacher.json missing); run psi-xlstm train-teacher")
-    meta = json.loads((out / "teacher.json").read_text())
+    meta, state, metrics = read_model(out_dir, "teacher", "train-teacher")
     model = Teacher(TeacherConfig.from_dict(meta["config"]))
-    model.load_state_dict(torch.load(out / "teacher.pt", weights_only=True))
+    model.load_state_dict(state)
     model.eval()
-    return model, Scales.from_dict(meta["scales"]), json.loads((out / "metrics.json").read_text())
+    return model, Scales.from_dict(meta["scales"]), metrics
 
 
 def baseline_models(dataset: Dataset, preset: TeacherPreset) -> dict[str, SequenceModel]:
@@ -223,15 +254,16 @@ def run_baselines(
     out.mkdir(parents=True, exist_ok=True)
     table_path = out / "baselines.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
-    train, test = dataset.subset("train"), dataset.subset("test")
+    train_cfg = replace(preset_obj.train, seed=seed)
+    view, stride = training_view(dataset, train_cfg.max_steps_per_sequence)
+    train, test = view.subset("train"), dataset.subset("test")
     if "linear_fit" not in table:
         a, b = linear_fit_baseline(train)
         preds = [s.inputs_v @ a + b for s in test]
         report = {"params": int(a.size + b.size), "test": evaluate(preds, test, dataset_bands(dataset))}
         table["linear_fit"] = report
         write_json(table_path, table)
-    train_cfg = replace(preset_obj.train, seed=seed)
-    for name, model in baseline_models(dataset, preset_obj).items():
+    for name, model in baseline_models(view, preset_obj).items():
         if name in table:
             continue
         torch.manual_seed(seed)
@@ -239,7 +271,7 @@ def run_baselines(
         result = train_model(
             model,
             train,
-            dataset.subset("val"),
+            view.subset("val"),
             dataset.scales,
             train_cfg,
             checkpoint=out / f"{name}.ckpt",
@@ -248,6 +280,7 @@ def run_baselines(
         )
         preds = predict(model, test, dataset.scales)
         table[name] = model_report(model, dataset, result, preds)
+        table[name].update(coarse_grid_report(model, dataset, view, stride))
         table[name]["wall_s"] = time.perf_counter() - start
         write_json(table_path, table)
     if include_teachers:

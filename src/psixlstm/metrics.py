@@ -95,3 +95,25 @@ def linear_fit_baseline(train: Seq[Sequence]) -> tuple[np.ndarray, np.ndarray]:
     design = np.hstack([v, np.ones((v.shape[0], 1))])
     coef, *_ = np.linalg.lstsq(design, i, rcond=None)
     return coef[:-1], coef[-1]
+
+
+def latency_us_per_step(model, n_in: int, batch: int, steps: int = 256, repeats: int = 3, seed: int = 0) -> float:
+    """Best-of-`repeats` wall time per time step (us) of a forward pass over `steps` steps at `batch` sequences,
+    one thread, no gradients. Compare models only within one run (machines are noisy): report ratios."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand(batch, steps, n_in, generator=gen) * 2 - 1
+    dt = torch.full((batch, steps), 1e-6)
+    model.eval()
+    best = float("inf")
+    with torch.no_grad():
+        model(u[:, :8], dt[:, :8])  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(u, dt)
+            best = min(best, time.perf_counter() - start)
+    return 1e6 * best / steps

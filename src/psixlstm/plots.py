@@ -99,3 +99,68 @@ def plot_spectrum(seq, preds: dict, bands_hz: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_time_constants(discovery, path: str | Path) -> Path:
+    """Each unit's time constant (median, 10-90 % bar) on a log axis, the k-means centres, the probe fits and, where
+    known, the true time constants."""
+    import numpy as np
+
+    med = np.array(discovery.unit_tau_median_s)
+    lo, hi = np.array(discovery.unit_tau_p10_s), np.array(discovery.unit_tau_p90_s)
+    order = np.argsort(med)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    y = np.arange(med.size)
+    ax.errorbar(
+        med[order],
+        y,
+        xerr=[med[order] - lo[order], hi[order] - med[order]],
+        fmt="o",
+        ms=3,
+        lw=0.8,
+        color="tab:blue",
+        label="gate tau per unit (median, 10-90 %)",
+    )
+    for k, c in enumerate(discovery.gate_cluster_tau_s):
+        ax.axvline(c, color="tab:blue", ls="-", lw=1, alpha=0.5, label="k-means centres" if k == 0 else None)
+    for k, c in enumerate(discovery.probe["teacher"]["tau_s"]):
+        ax.axvline(c, color="tab:orange", ls="-.", lw=1.5, label="probe fit (teacher)" if k == 0 else None)
+    for k, c in enumerate(discovery.tau_true_s or []):
+        ax.axvline(c, color="k", ls="--", lw=1.5, label="true tau" if k == 0 else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("time constant (s)")
+    ax.set_yticks([])
+    ax.set_ylabel("units (sorted)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_singular_values(discovery, path: str | Path) -> Path:
+    """Normalised singular values of the mLSTM projections and time-averaged memory, with the energy threshold rank."""
+    fig, (ax, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
+    curves = dict(discovery.svd["projections"])
+    for h, head in enumerate(discovery.svd["memory"]["heads"]):
+        curves[f"memory head {h}"] = head["time_averaged"]
+    for name, rep in curves.items():
+        s = rep["singular_values"]
+        ax.semilogy(
+            range(1, len(s) + 1), [v / s[0] for v in s], marker=".", lw=0.8, label=f"{name} (rank {rep['rank']})"
+        )
+        ax_e.plot(range(1, len(s) + 1), rep["energy"], marker=".", lw=0.8)
+    threshold = next(iter(curves.values()))["threshold"]
+    ax_e.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold}")
+    ax.set_xlabel("index")
+    ax.set_ylabel("s_i / s_1")
+    ax_e.set_xlabel("rank")
+    ax_e.set_ylabel("energy (variance explained)")
+    ax.legend(fontsize=7)
+    ax_e.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

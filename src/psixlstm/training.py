@@ -42,6 +42,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # extra (distillation) terms, not physics-scaled
     sampling_window: int = 32  # steps re-run on a 2x finer grid for the sampling-invariance residual
     max_minutes: float | None = None  # wall-clock budget; None = run all epochs
+    max_steps_per_sequence: int | None = 4000  # uniform grids longer than this are trained on every k-th sample
     threads: int = 1
 
     def to_dict(self) -> dict:
