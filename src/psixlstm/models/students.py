@@ -23,11 +23,21 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..physics import DevicePhysics
 from .base import ModelOutput, SequenceModel
+
+
+def softplus(z: Tensor) -> Tensor:
+    """ln(1 + e^z) written as max(z, 0) + ln(1 + e^-|z|): exact for every z, no threshold switch, and the same
+    expression the Verilog-A export writes."""
+    return torch.clamp(z, min=0) + torch.log1p(torch.exp(-z.abs()))
+
+
+def exp_limited(z: Tensor, z_max: float = 10.0) -> Tensor:
+    """exp(min(z, z_max)): a gate that cannot overflow for any input voltage (Verilog-A: exp(min(z, z_max)))."""
+    return torch.exp(torch.clamp(z, max=z_max))
 
 
 @dataclass
@@ -80,12 +90,12 @@ class StudentReadout(nn.Module):
 
     def static(self, x: Tensor, u: Tensor) -> Tensor:
         if self.cfg.physics.kind == "memristor":
-            return u * F.softplus(self.g_state(x) + self.g_input(torch.cat([u, u * u], -1)))
+            return u * softplus(self.g_state(x) + self.g_input(torch.cat([u, u * u], -1)))
         s = self.static_out(torch.tanh(self.static_in(torch.cat([x, u], -1))))
         if self.cfg.physics.kind == "mosfet":
             k, j = self.cfg.physics.i_d_index, self.cfg.physics.v_ds_index
             s = s.clone()
-            s[..., k] = u[..., j] * F.softplus(s[..., k])
+            s[..., k] = u[..., j] * softplus(s[..., k])
         return s
 
     def charge_of(self, x: Tensor, u: Tensor) -> Tensor | None:
@@ -244,10 +254,10 @@ class LowRankStudent(ContinuousStudent):
         r = self.cfg.rank
         e = torch.tanh(self.embed(u))
         kvi = self.kvi(e)
-        k, v, i = kvi[..., :r], kvi[..., r : 2 * r], torch.exp(kvi[..., 2 * r :].clamp(max=10.0))
+        k, v, i = kvi[..., :r], kvi[..., r : 2 * r], exp_limited(kvi[..., 2 * r :])
         if self.cfg.physics.kind == "memristor":
             e0 = torch.tanh(self.embed(torch.zeros_like(u)))
-            i = i - torch.exp(self.kvi(e0)[..., 2 * r :].clamp(max=10.0))  # no drive at V = 0
+            i = i - exp_limited(self.kvi(e0)[..., 2 * r :])  # no drive at V = 0
         mem = i[..., None] * (v[..., :, None] * k[..., None, :])
         return torch.cat([mem.flatten(-2), i * k], -1), None  # independent of the states: linear ODE
 
