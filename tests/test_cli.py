@@ -124,3 +124,63 @@ def test_discover_and_distill_commands(tmp_path, capsys):
     )
     assert "% fewer than the teacher" in capsys.readouterr().out
     assert json.loads((student / "metrics.json").read_text())["kind"] == "lowrank"
+
+
+@requires_ngspice
+def test_export_and_verify_commands(tmp_path, capsys):
+    """export writes .va, .osdi and testbenches for a distilled student; verify measures it in both simulators."""
+    import numpy as np
+    import torch
+
+    from psixlstm.artifacts import save_model
+    from psixlstm.data import Scales
+    from psixlstm.models.students import StudentConfig, build_student
+    from psixlstm.physics import DevicePhysics
+
+    torch.manual_seed(0)
+    cfg = StudentConfig(kind="clustered", n_in=1, n_out=1, tau_s=[3e-4, 1e-3, 9e-3], physics=DevicePhysics("memristor"))
+    student = build_student(cfg)
+    scales = Scales(np.array([1.4]), np.array([3e-3]), 2e-7, 5e-5)
+    sdir = tmp_path / "student"
+    sdir.mkdir()
+    save_model(
+        sdir,
+        "student",
+        student,
+        {"config": cfg.to_dict(), "scales": scales.to_dict()},
+        {"test": {"vs_clean": {"nrmse": 0.1}}},
+    )
+    out = tmp_path / "export"
+    assert main(["export", "--student", str(sdir), "--out", str(out), "--opt-level", "0"]) == 0
+    for name in ("psix_student.va", "psix_student.osdi", "testbench_ngspice.cir", "testbench_vacask.sim", "model.json"):
+        assert (out / name).exists(), name
+    assert "test_nrmse_vs_truth: 0.1" in (out / "psix_student.va").read_text()  # provenance in the header
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+@requires_ngspice
+def test_verify_meets_the_replay_and_realistic_bounds(tmp_path):
+    import numpy as np
+    import torch
+
+    from psixlstm import spice
+    from psixlstm.export import emit_veriloga
+    from psixlstm.models.students import StudentConfig, build_student
+    from psixlstm.physics import DevicePhysics
+    from psixlstm.verification import verify_memristor_student
+
+    torch.manual_seed(0)
+    cfg = StudentConfig(kind="clustered", n_in=1, n_out=1, tau_s=[3e-4, 1e-3, 9e-3], physics=DevicePhysics("memristor"))
+    student = build_student(cfg)
+    from psixlstm.data import Scales
+
+    va = emit_veriloga(student, Scales(np.array([1.4]), np.array([3e-3]), 2e-7, 5e-5))
+    (tmp_path / "m.va").write_text(va.text)
+    osdi = spice.compile_va(tmp_path / "m.va", opt_level=1, cache_dir=tmp_path)
+    report = verify_memristor_student(student, 1.4, 3e-3, osdi, va.module, va.state_nodes, duration_s=3e-3)
+    assert report["ngspice"]["replay_max_rel_err_trap"] <= 1e-5
+    assert report["vacask"]["replay_max_rel_err_euler"] <= 1e-5
+    for sim in ("ngspice", "vacask"):
+        assert report[sim]["adaptive_nrmse"] <= 1e-3
+        assert report[sim]["cost"]["cost_ratio_vs_reference"] > 0

@@ -42,7 +42,7 @@ def test_text_is_deterministic_and_holds_the_weights(kind):
     s = _student(kind)
     a, b = emit_veriloga(s, SCALES), emit_veriloga(s, SCALES)
     assert a.text == b.text and a.sha256 == b.sha256
-    w = float(s.readout.g_state.weight[0, 0])
+    w = float(s.readout.g_state.weight[0, 0].detach())
     assert repr(w) in a.text  # full-precision literal of a trained weight
     assert "ddt(" in a.text and "[" not in a.text.split("module")[1]  # states via ddt, no arrays
     with torch.no_grad():

@@ -146,6 +146,64 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from . import spice
+    from . import stimuli as st
+    from .distillation import load_student
+    from .export.veriloga import emit_veriloga, ngspice_testbench, vacask_testbench
+
+    student, scales, metrics = load_student(args.student)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    provenance = {
+        "student_dir": str(Path(args.student).resolve()),
+        "test_nrmse_vs_truth": metrics["test"]["vs_clean"]["nrmse"],
+        "units": "time s, voltage V, current A",
+    }
+    model = emit_veriloga(student, scales, module=args.module, provenance=provenance)
+    va = out / f"{args.module}.va"
+    va.write_text(model.text)
+    osdi = spice.compile_va(va, opt_level=args.opt_level, target_cpu="generic", output=out / f"{args.module}.osdi")
+    stim = st.paper_benchmark(seed=0, duration_s=2e-3)
+    (out / "testbench_ngspice.cir").write_text(ngspice_testbench(model, str(osdi.resolve()), stim, 2e-3, 0.2e-6))
+    (out / "testbench_vacask.sim").write_text(vacask_testbench(model, str(osdi.resolve()), stim, 2e-3, 0.2e-6))
+    (out / "model.json").write_text(
+        json.dumps(
+            {
+                "module": model.module,
+                "state_nodes": model.state_nodes,
+                "sha256": model.sha256,
+                "student_dir": str(Path(args.student).resolve()),
+                "osdi": osdi.name,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {va} ({len(model.text.splitlines())} lines, {student.n_states} states), {osdi}, testbenches")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .distillation import load_student
+    from .verification import verify_memristor_student
+
+    meta = json.loads((Path(args.model) / "model.json").read_text())
+    student, scales, _ = load_student(meta["student_dir"])
+    sims = ("ngspice", "vacask") if args.simulator == "both" else (args.simulator,)
+    report = verify_memristor_student(
+        student,
+        float(scales.input_scale_v[0]),
+        float(scales.output_scale_a[0]),
+        Path(args.model) / meta["osdi"],
+        meta["module"],
+        meta["state_nodes"],
+        sims,
+    )
+    (Path(args.model) / "verify.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from .fitting import run_baselines, summary_table
 
@@ -273,6 +331,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("export", help="write the student as Verilog-A, compile it to OSDI, add SPICE testbenches")
+    p.add_argument("--student", required=True, help="directory of psi-xlstm distill")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--module", default="psix_student", help="Verilog-A module name")
+    p.add_argument(
+        "--opt-level",
+        type=int,
+        default=3,
+        choices=[0, 1, 2, 3],
+        help="openvaf-r optimisation: 0 compiles fastest, 3 runs fastest",
+    )
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("verify", help="SPICE vs PyTorch: replay exactness, realistic-use NRMSE, truth, cost")
+    p.add_argument("--model", required=True, help="directory of psi-xlstm export")
+    p.add_argument("--simulator", choices=["ngspice", "vacask", "both"], default="both")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 

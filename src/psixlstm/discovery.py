@@ -13,6 +13,7 @@ succeeded, else the gate clusters (`tau_source`).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,17 +105,17 @@ def fit_exponentials(t_s: np.ndarray, y: np.ndarray, k: int) -> dict:
 
 
 def match_taus(found_s: list[float], true_s: list[float]) -> list[dict]:
-    """Match each true tau to the closest (in log) discovered one, without reuse when possible."""
-    remaining = list(found_s)
-    out = []
-    for tau in sorted(true_s):
-        pool = remaining or list(found_s)
-        j = int(np.argmin([abs(np.log(f / tau)) for f in pool]))
-        f = pool[j]
-        if remaining:
-            remaining.pop(j)
-        out.append({"true_s": tau, "found_s": f, "rel_err": abs(f - tau) / tau})
-    return out
+    """Match each true tau to a discovered one, one to one where there are enough, minimising the total
+    |log(found / true)| over all assignments."""
+    true_sorted = sorted(true_s)
+    if len(found_s) >= len(true_sorted):
+        best = min(
+            itertools.permutations(found_s, len(true_sorted)),
+            key=lambda cand: sum(abs(np.log(f / t)) for f, t in zip(cand, true_sorted, strict=True)),
+        )
+    else:
+        best = [min(found_s, key=lambda f, t=t: abs(np.log(f / t))) for t in true_sorted]
+    return [{"true_s": t, "found_s": f, "rel_err": abs(f - t) / t} for t, f in zip(true_sorted, best, strict=True)]
 
 
 @torch.no_grad()
@@ -163,6 +164,12 @@ def relaxation_probe(kind: str, scales: Scales, duration_s: float) -> tuple[list
     grid = st.multirate_grid(stims[0], duration_s, duration_s / 1e4, duration_s / 200)
     after = np.flatnonzero(grid > t_step + duration_s / 1e4)
     return stims, grid, after
+
+
+def _probe_response(kind: str, current_a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    if kind == "memristor":
+        return np.log(np.maximum(np.abs(current_a / v), 1e-30))
+    return current_a
 
 
 @torch.no_grad()
@@ -278,13 +285,17 @@ def discover(
     stims, grid, read_idx = relaxation_probe(kind, dataset.scales, duration)
     i_teacher = probe_teacher(teacher, dataset.scales, stims, grid)[:, 0]
     v0 = stims[0].sample(grid)
-    response = i_teacher[read_idx] / (v0[read_idx] if kind == "memristor" else 1.0)
+    # memristor: log-conductance at the reads (states enter the conductance exponentially, so log G is a sum of
+    # relaxing states); other devices: the current itself
+    response = _probe_response(kind, i_teacher[read_idx], v0[read_idx])
     probe = {"kind": kind, "duration_s": duration, "teacher": fit_exponentials(grid[read_idx], response, k_best)}
     if dataset.device == "memristor":
         from .devices import memristor
 
         truth = memristor.simulate(stims[0], grid)
-        probe["truth"] = fit_exponentials(grid[read_idx], truth.current_a[read_idx] / v0[read_idx], k_best)
+        probe["truth"] = fit_exponentials(
+            grid[read_idx], _probe_response(kind, truth.current_a[read_idx], v0[read_idx]), k_best
+        )
     use_probe = probe["teacher"]["rel_rms_residual"] < 0.05
     tau_s = probe["teacher"]["tau_s"] if use_probe else [float(10**c) for c in centres]
     disc = Discovery(

@@ -165,3 +165,41 @@ def emit_veriloga(
         state_nodes=[f"x{j}" for j in range(n)],
         sha256=hashlib.sha256(text.encode()).hexdigest(),
     )
+
+
+def ngspice_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: float, max_step_s: float) -> str:
+    """A ready ngspice deck: the stimulus across the model, pre_osdi, transient, results to tran.raw."""
+    lines = [
+        f"* psixlstm testbench for {model.module}",
+        *stimulus.ngspice_lines("vp", "p", "0", t_stop_s),
+        f"N1 p 0 m_{model.module}",
+        f".model m_{model.module} {model.module}",
+        ".options klu reltol=1e-4 method=trap",
+        ".control",
+        "set num_threads=1",
+        f"pre_osdi {osdi_path}",
+        f"tran {_lit(max_step_s)} {_lit(t_stop_s)} 0 {_lit(max_step_s)}",
+        f"write tran.raw v(p) i(vp) {' '.join(f'v(n1#{x})' for x in model.state_nodes)}",
+        "quit",
+        ".endc",
+        ".end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def vacask_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: float, max_step_s: float) -> str:
+    """A ready VACASK netlist (writes tran1.raw)."""
+    lines = [
+        f"psixlstm testbench for {model.module}",
+        "ground 0",
+        f'load "{osdi_path}"',
+        "model vsource vsource",
+        f"model m_{model.module} {model.module}",
+        *stimulus.vacask_lines("vp", "p", "0", t_stop_s),
+        f"n1 (p 0) m_{model.module}",
+        "control",
+        '  options reltol=1e-4 tran_method="trap"',
+        f"  analysis tran1 tran step={_lit(max_step_s)} stop={_lit(t_stop_s)} maxstep={_lit(max_step_s)}",
+        "endc",
+    ]
+    return "\n".join(lines) + "\n"

@@ -196,7 +196,7 @@ class ContinuousStudent(SequenceModel):
         return ModelOutput(y=y, state=(x, u_prev, q_prev), hidden=xs)
 
     def time_constants_s(self) -> list[float]:
-        return [float(t) for t in self.tau_per_state()]
+        return [float(t) for t in self.tau_per_state().detach()]
 
     @property
     def n_params_export(self) -> int:
@@ -231,7 +231,7 @@ class ClusteredTauStudent(ContinuousStudent):
 
     @property
     def cluster_tau_s(self) -> list[float]:
-        return [float(t) for t in torch.exp(self.log_tau)]
+        return [float(t) for t in torch.exp(self.log_tau.detach())]
 
 
 class LowRankStudent(ContinuousStudent):
