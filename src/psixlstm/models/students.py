@@ -14,7 +14,8 @@ Euler on a step flagged as following a breakpoint), each implicit step solved by
   the forward pass, initialised from discovery); drive g = W2 tanh(W1 [x; u] + b1) + b2. For a memristor the drive
   is made to vanish at V = 0 (g(x, u) - g(x, 0)), so rests only relax the states.
 - LowRankStudent: the teacher's mLSTM path at rank r: a r x r matrix memory M and normaliser n as states,
-  tau dM/dt = -M + i(u) v(u) k(u)^T, tau dn/dt = -n + i(u) k(u), read out through h = M q / sqrt((n.q)^2 + 1).
+  tau_i dM_i/dt = -M_i + i(u) v_i(u) k(u)^T, tau_i dn_i/dt = -n_i + i(u) k_i(u) (row i relaxes with the discovered
+  time constant i mod K), read out through h = M q / sqrt((n.q)^2 + 1).
 """
 
 from __future__ import annotations
@@ -241,14 +242,18 @@ class LowRankStudent(ContinuousStudent):
         super().__init__(cfg)
         r = cfg.rank
         self.n_states = r * r + r
-        self.log_tau = nn.Parameter(torch.log(torch.tensor(cfg.tau_s[:1], dtype=torch.float32)))
+        k = len(cfg.tau_s)
+        self.log_tau = nn.Parameter(torch.log(torch.tensor(cfg.tau_s, dtype=torch.float32)))
+        # memory row i and normaliser entry i relax with time constant i mod K (the discovered clusters)
+        rows = torch.cat([torch.arange(r).repeat_interleave(r), torch.arange(r)])
+        self.register_buffer("tau_index", rows % k)
         self.embed = nn.Linear(cfg.n_in, cfg.drive_hidden)
         self.kvi = nn.Linear(cfg.drive_hidden, 2 * r + 1)  # k, v (rank r each) and the input gate
         self.q = nn.Parameter(torch.randn(r) / math.sqrt(r))
         self.readout = StudentReadout(cfg, r)
 
     def tau_per_state(self) -> Tensor:
-        return torch.exp(self.log_tau).expand(self.n_states)
+        return torch.exp(self.log_tau)[self.tau_index]
 
     def drive(self, x: Tensor | None, u: Tensor) -> tuple[Tensor, None]:
         r = self.cfg.rank
