@@ -65,6 +65,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
         physics_weight=args.physics_weight,
         seed=args.seed,
         progress=not args.quiet,
+        data_dir=str(Path(args.data).resolve()),
     )
     m = run.metrics["test"]["vs_clean"]
     print(

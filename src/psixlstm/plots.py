@@ -12,6 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .data import Dataset  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _time_axis(t_s):
     span = float(t_s[-1] - t_s[0]) if len(t_s) > 1 else 1.0
     for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
@@ -40,11 +48,7 @@ def plot_dataset_samples(dataset: Dataset, path: str | Path, n_sequences: int = 
         axes[2, j].set_xlabel(f"time ({unit})")
         axes[0, j].legend(fontsize=7, loc="upper right")
         axes[1, j].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_predictions(seq, preds: dict, dataset: Dataset, path: str | Path) -> Path:
@@ -68,11 +72,7 @@ def plot_predictions(seq, preds: dict, dataset: Dataset, path: str | Path) -> Pa
         ax_err.set_ylabel("error (A)")
         ax.legend(fontsize=7, loc="upper right")
     axes[-1].set_xlabel(f"time ({unit})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_spectrum(seq, preds: dict, bands_hz: dict, path: str | Path) -> Path:
@@ -86,6 +86,8 @@ def plot_spectrum(seq, preds: dict, bands_hz: dict, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4))
     for name, y in [("truth", truth)] + [(n, p[:, 0]) for n, p in preds.items()]:
         spec = np.abs(np.fft.rfft(np.interp(t_u, seq.t_s, y) - np.mean(y))) * dt
+        if not np.any(spec[1:] > 0):  # a constant prediction has no spectrum to draw on a log axis
+            continue
         ax.loglog(
             freqs[1:], spec[1:], lw=1.2 if name == "truth" else 0.8, color="k" if name == "truth" else None, label=name
         )
@@ -94,11 +96,7 @@ def plot_spectrum(seq, preds: dict, bands_hz: dict, path: str | Path) -> Path:
     ax.set_xlabel("frequency (Hz)")
     ax.set_ylabel("|I(f)| (A s)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_time_constants(discovery, path: str | Path) -> Path:
@@ -132,11 +130,7 @@ def plot_time_constants(discovery, path: str | Path) -> Path:
     ax.set_yticks([])
     ax.set_ylabel("units (sorted)")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_singular_values(discovery, path: str | Path) -> Path:
@@ -159,8 +153,4 @@ def plot_singular_values(discovery, path: str | Path) -> Path:
     ax_e.set_ylabel("energy (variance explained)")
     ax.legend(fontsize=7)
     ax_e.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
