@@ -49,6 +49,31 @@ class DevicePhysics:
         return cls("generic")
 
 
+def softplus(z: Tensor) -> Tensor:
+    """ln(1 + e^z) written as max(z, 0) + ln(1 + e^-|z|): exact for every z, no threshold switch, and the same
+    expression the Verilog-A export writes."""
+    return torch.clamp(z, min=0) + torch.log1p(torch.exp(-z.abs()))
+
+
+def static_structure(physics: DevicePhysics, s: Tensor, u: Tensor) -> Tensor:
+    """Impose what is known of the static currents on raw head outputs s (normalised units): memristor
+    I = u softplus(s), pinched and passive; MOSFET drain I_d = u_ds softplus(s_d), zero at V_DS = 0."""
+    if physics.kind == "memristor":
+        return u * softplus(s)
+    if physics.kind == "mosfet":
+        k, j = physics.i_d_index, physics.v_ds_index
+        s = s.clone()
+        s[..., k] = u[..., j] * softplus(s[..., k])
+    return s
+
+
+def charge_current(q: Tensor, q_prev: Tensor | None, dt: Tensor, t_scale_s: float) -> tuple[Tensor, Tensor]:
+    """dQ/dt of a charge trajectory q (B, T, n) as a backward difference over each step dt (B, T) in seconds, per
+    t_scale_s; the step before the first is q_prev (or q itself at the start). Returns (current, last charge)."""
+    q_before = torch.cat([(q[:, :1] if q_prev is None else q_prev[:, None]), q[:, :-1]], 1)
+    return (q - q_before) / (dt[..., None] / t_scale_s), q[:, -1]
+
+
 def mlp(d_in: int, d_hidden: int, d_out: int, depth: int = 2) -> nn.Sequential:
     layers: list[nn.Module] = []
     for k in range(depth):
@@ -76,14 +101,7 @@ class PhysicsReadout(nn.Module):
 
     def static_current(self, feat: Tensor, u: Tensor) -> Tensor:
         """Static (conduction) currents, normalised."""
-        s = self.static(torch.cat([feat, u], -1))
-        if self.physics.kind == "memristor":
-            return u * F.softplus(s)  # pinched and passive
-        if self.physics.kind == "mosfet":
-            k, j = self.physics.i_d_index, self.physics.v_ds_index
-            s = s.clone()
-            s[..., k] = u[..., j] * F.softplus(s[..., k])  # zero at V_DS = 0, sign of V_DS
-        return s
+        return static_structure(self.physics, self.static(torch.cat([feat, u], -1)), u)
 
     def forward(self, feat: Tensor, u: Tensor, dt: Tensor, q_prev: Tensor | None):
         """(B, T, d_feat), (B, T, n_in), (B, T) s, charge of the step before (B, n_out) -> currents, last charge."""
@@ -91,8 +109,8 @@ class PhysicsReadout(nn.Module):
         if self.charge is None:
             return y, None
         q = self.charge(torch.cat([feat, u], -1))  # (B, T, n_out), normalised charge
-        q_before = torch.cat([(q[:, :1] if q_prev is None else q_prev[:, None]), q[:, :-1]], 1)
-        return y + (q - q_before) / (dt[..., None] / self.t_scale_s), q[:, -1]
+        i_charge, q_last = charge_current(q, q_prev, dt, self.t_scale_s)
+        return y + i_charge, q_last
 
 
 def symmetry_residual(readout: PhysicsReadout, feat: Tensor, u: Tensor) -> Tensor:

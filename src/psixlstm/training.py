@@ -5,7 +5,6 @@ atomic checkpoints after every epoch so a killed run resumes to the same result.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import random
@@ -82,15 +81,13 @@ class Batch:
 def breakpoint_steps(seq: Sequence) -> np.ndarray:
     """(N,) 1.0 at samples t_k whose step (t_{k-1}, t_k] starts at a breakpoint of the sequence's stimuli (and at
     the first sample): the steps a SPICE simulator takes with backward Euler."""
+    from .models.students import backward_euler_steps
     from .stimuli import stimulus_from_dict
 
-    flags = np.zeros(len(seq))
-    flags[:2] = 1.0
-    for d in seq.meta.get("stimuli", []):
-        bps = stimulus_from_dict(d).breakpoints(float(seq.t_s[-1]))
-        k = np.searchsorted(seq.t_s, bps)
-        hit = (k < len(seq) - 1) & (np.abs(seq.t_s[np.minimum(k, len(seq) - 1)] - bps) <= 1e-15 + 1e-12 * bps)
-        flags[k[hit] + 1] = 1.0
+    t_stop = float(seq.t_s[-1])
+    bps = [stimulus_from_dict(d).breakpoints(t_stop) for d in seq.meta.get("stimuli", [])]
+    flags = backward_euler_steps(seq.t_s, np.concatenate(bps) if bps else np.empty(0)).astype(float)
+    flags[0] = 1.0  # the pseudo-step into t = 0 (state starts at zero)
     return flags
 
 
@@ -350,7 +347,3 @@ def train_model(
         steps=state["steps"],
         stopped=state["stopped"],
     )
-
-
-def save_history(result: TrainResult, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(asdict(result), indent=2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models.students import ContinuousStudent
+from .models.students import ContinuousStudent, backward_euler_steps
 
 
 @torch.no_grad()
@@ -21,13 +21,7 @@ def replay(
     model = student.double().eval()
     t = np.asarray(t_s, float)
     u = torch.tensor(np.asarray(v_v, float) / v_scale)[:, None]
-    bps = np.asarray(breakpoints_s, float)
-    after_bp = np.zeros(t.size, bool)
-    after_bp[1] = True
-    if bps.size:
-        k = np.searchsorted(t, bps)
-        hit = (k < t.size - 1) & (np.abs(t[np.minimum(k, t.size - 1)] - bps) <= 1e-15 + 1e-9 * np.abs(bps))
-        after_bp[k[hit] + 1] = True
+    after_bp = backward_euler_steps(t, breakpoints_s)
     x = torch.zeros(1, model.n_states, dtype=torch.float64)
     states = [x[0].clone()]
     for j in range(1, t.size):

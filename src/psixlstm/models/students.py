@@ -23,17 +23,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..physics import DevicePhysics
+from ..physics import DevicePhysics, charge_current, static_structure
 from .base import ModelOutput, SequenceModel
-
-
-def softplus(z: Tensor) -> Tensor:
-    """ln(1 + e^z) written as max(z, 0) + ln(1 + e^-|z|): exact for every z, no threshold switch, and the same
-    expression the Verilog-A export writes."""
-    return torch.clamp(z, min=0) + torch.log1p(torch.exp(-z.abs()))
 
 
 def exp_limited(z: Tensor, z_max: float = 10.0) -> Tensor:
@@ -84,23 +79,36 @@ class StudentReadout(nn.Module):
         if kind == "memristor":
             self.g_state = nn.Linear(n_states, cfg.n_out)
             self.g_input = nn.Linear(2 * cfg.n_in, cfg.n_out, bias=False)
+            self.charge = None
         else:
             self.static_in = nn.Linear(n_states + cfg.n_in, cfg.readout_hidden)
             self.static_out = nn.Linear(cfg.readout_hidden, cfg.n_out)
             self.charge = nn.Linear(n_states + cfg.n_in, cfg.n_out) if kind in ("mosfet", "bjt") else None
 
     def static(self, x: Tensor, u: Tensor) -> Tensor:
-        if self.cfg.physics.kind == "memristor":
-            return u * softplus(self.g_state(x) + self.g_input(torch.cat([u, u * u], -1)))
-        s = self.static_out(torch.tanh(self.static_in(torch.cat([x, u], -1))))
-        if self.cfg.physics.kind == "mosfet":
-            k, j = self.cfg.physics.i_d_index, self.cfg.physics.v_ds_index
-            s = s.clone()
-            s[..., k] = u[..., j] * softplus(s[..., k])
-        return s
+        if self.cfg.physics.kind == "memristor":  # affine in the states
+            s = self.g_state(x) + self.g_input(torch.cat([u, u * u], -1))
+        else:
+            s = self.static_out(torch.tanh(self.static_in(torch.cat([x, u], -1))))
+        return static_structure(self.cfg.physics, s, u)
 
     def charge_of(self, x: Tensor, u: Tensor) -> Tensor | None:
-        return None if getattr(self, "charge", None) is None else self.charge(torch.cat([x, u], -1))
+        return None if self.charge is None else self.charge(torch.cat([x, u], -1))
+
+
+def backward_euler_steps(t_s: np.ndarray, breakpoints_s: np.ndarray) -> np.ndarray:
+    """(N,) bool: True at sample k when the step (t_{k-1}, t_k] is the first one or starts at a breakpoint, the
+    steps a SPICE simulator takes with backward Euler (trapezoidal elsewhere). Grid points match breakpoints to
+    1e-9 relative (SPICE prints times with rounding)."""
+    t = np.asarray(t_s, float)
+    bps = np.asarray(breakpoints_s, float)
+    flags = np.zeros(t.size, bool)
+    flags[1:2] = True
+    if bps.size:
+        k = np.searchsorted(t, bps)
+        hit = (k < t.size - 1) & (np.abs(t[np.minimum(k, t.size - 1)] - bps) <= 1e-15 + 1e-9 * np.abs(bps))
+        flags[k[hit] + 1] = True
+    return flags
 
 
 def linear_update(x: Tensor, g0: Tensor, g1: Tensor, h: Tensor, theta: Tensor, inv_tau: Tensor) -> Tensor:
@@ -191,17 +199,12 @@ class ContinuousStudent(SequenceModel):
         y = self.readout.static(feats, u)
         q = self.readout.charge_of(feats, u)
         if q is not None:
-            q_before = torch.cat([(q[:, :1] if q_prev is None else q_prev[:, None]), q[:, :-1]], 1)
-            y = y + (q - q_before) / (dt[..., None] / self.cfg.t_scale_s)
-            q_prev = q[:, -1]
+            i_charge, q_prev = charge_current(q, q_prev, dt, self.cfg.t_scale_s)
+            y = y + i_charge
         return ModelOutput(y=y, state=(x, u_prev, q_prev), hidden=xs)
 
     def time_constants_s(self) -> list[float]:
         return [float(t) for t in self.tau_per_state().detach()]
-
-    @property
-    def n_params_export(self) -> int:
-        return self.n_params
 
 
 class ClusteredTauStudent(ContinuousStudent):
