@@ -228,7 +228,6 @@ def train_model(
     train_batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
     t_max = max(len(s) for s in train)
     steps_per_epoch = train_batches_per_epoch * math.ceil(t_max / cfg.chunk_len)
-    total_steps = max(1, cfg.epochs * steps_per_epoch)
     opt = torch.optim.AdamW(
         list(params) if params is not None else model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -236,14 +235,15 @@ def train_model(
     def lr_factor(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
+        total_steps = max(1, state["planned_epochs"] * state.get("steps_per_epoch", steps_per_epoch))
         progress_frac = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     val_batch = make_batch(val, scales)
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     state = {
         "epoch": 0,
+        "planned_epochs": cfg.epochs,  # with a time budget: re-planned after the first epoch
         "history": [],
         "best_val": math.inf,
         "best_epoch": -1,
@@ -253,6 +253,7 @@ def train_model(
         "steps": 0,
         "stopped": "epochs",
     }
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     if ckpt_path is not None and ckpt_path.exists():
         saved = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(saved["model"])
@@ -260,10 +261,11 @@ def train_model(
         sched.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["train_state"]
+        state.setdefault("planned_epochs", cfg.epochs)
     weights = {k: cfg.physics_weight * v for k, v in cfg.residual_weights.items()}
     start_wall = time.perf_counter() - state["seconds"]
-    bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=desc, disable=not progress, unit="epoch")
-    while state["epoch"] < cfg.epochs and state["stopped"] == "epochs":
+    bar = tqdm(total=state["planned_epochs"], initial=state["epoch"], desc=desc, disable=not progress, unit="epoch")
+    while state["epoch"] < state["planned_epochs"] and state["stopped"] == "epochs":
         epoch = state["epoch"]
         model.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
@@ -318,6 +320,13 @@ def train_model(
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         state["seconds"] = time.perf_counter() - start_wall
+        if epoch == 0:
+            state["steps_per_epoch"] = state["steps"]  # measured: padding ends some sequences early
+        if epoch == 0 and cfg.max_minutes is not None:
+            # anneal the learning rate over the epochs that fit the budget, not over epochs that will never run
+            fit = int(0.95 * 60 * cfg.max_minutes / max(state["seconds"], 1e-9))
+            state["planned_epochs"] = max(1, min(cfg.epochs, fit))
+            bar.total = state["planned_epochs"]
         if state["bad_epochs"] >= cfg.patience:
             state["stopped"] = "early_stopping"
         elif cfg.max_minutes is not None and state["seconds"] > 60 * cfg.max_minutes:
