@@ -6,7 +6,8 @@ inputs and the same trained cell runs on any (non-uniform) time grid:
 
     tau_t = tau_ref * exp(f~_t)                        [s]    forget pre-activation f~ -> time constant
     log f_t = -dt_t / tau_t                                    (exponential gating)
-    log i_t = i~_t + log(dt_t / dt_ref)                        (exponential input gate, scaled by dt)
+    log i_t = i~_t + log(tau_t (1 - f_t) / dt_ref)             (exponential input gate, scaled by the step's
+                                                               exact hold weight, ~dt for dt << tau)
     m_t = max(log f_t + m_{t-1}, log i_t)                      stabilizer:
     i' = exp(log i - m_t),  f' = exp(log f + m_{t-1} - m_t)
 
@@ -67,11 +68,35 @@ def forget_bias_init(cfg: CellConfig, n: int) -> Tensor:
 def gate_logs(cfg: CellConfig, f_pre: Tensor, i_pre: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
     """(log f, log i) for forget/input pre-activations and step dt (seconds), broadcastable shapes."""
     log_dt = torch.log(dt / cfg.dt_ref_s)
-    log_f = (
-        -dt / (cfg.tau_ref_s * torch.exp(f_pre)) if cfg.gating == "exp" else (dt / cfg.dt_ref_s) * F.logsigmoid(f_pre)
-    )
+    if cfg.gating == "exp":
+        decay = dt / (cfg.tau_ref_s * torch.exp(f_pre))  # dt / tau
+        return -decay, i_pre + log_dt + zoh_log_gain(decay)
+    log_f = (dt / cfg.dt_ref_s) * F.logsigmoid(f_pre)
     log_i = F.logsigmoid(i_pre) + log_dt if cfg.gating == "sigmoid" else i_pre + log_dt
     return log_f, log_i
+
+
+def zoh_log_gain(decay: Tensor) -> Tensor:
+    """log((1 - e^-a) / a) for a = dt / tau: the input weight of a step that makes the "exp" cell the exact
+    (zero-order-hold) solution of dc/dt = -c / tau + (e^i~ / dt_ref) z over the step, so that the result does not
+    depend on the sampling for inputs held over a step; -> 0 (plain dt scaling) for dt << tau."""
+    a = decay.clamp(1e-12, 1e30)  # finite even where tau underflows to 0 (then f = 0 and the input alone counts)
+    return torch.log(-torch.expm1(-a) / a)
+
+
+def zoh_log_gain_grad(decay: Tensor) -> Tensor:
+    """d zoh_log_gain(dt / tau) / d f~ = 1 - a / (e^a - 1), with tau = tau_ref e^f~ (so da / df~ = -a)."""
+    a = decay.clamp(1e-12, 1e30)
+    return 1.0 - a / torch.expm1(a)
+
+
+def tie_input_to_forget(cfg: CellConfig, w_i: Tensor, b_i: Tensor, w_f: Tensor, b_f: Tensor) -> None:
+    """Rate-consistent initialisation: i~ = -f~ + const, so that for small steps i = 1 - f and, with a settled
+    normalizer (n = 1), every unit starts as the relaxation ODE tau(x) dc/dt = z - c of a physical state, its
+    rate set by the input through tau. Training may untie them (in place, on the given weight and bias views)."""
+    const = math.log(cfg.dt_ref_s / cfg.tau_ref_s) if cfg.gating == "exp" else 0.0
+    w_i.copy_(-w_f)
+    b_i.copy_(-b_f + const)
 
 
 def forget_tau_s(cfg: CellConfig, f_pre: Tensor) -> Tensor:
@@ -93,13 +118,22 @@ class SLSTMCell(nn.Module):
         self.R = nn.Parameter(torch.randn(h, self.dh, 4 * self.dh) / math.sqrt(self.dh) * 0.5)
         with torch.no_grad():
             bias = torch.zeros(h, 4, self.dh)
-            bias[:, 1] = -1.0  # input gate
             bias[:, 2] = forget_bias_init(cfg, d).view(h, self.dh)  # forget: log-spaced time constants
             self.W.bias.copy_(bias.reshape(-1))
+            if cfg.gating != "official":
+                w, b = self.W.weight.view(h, 4, self.dh, -1), self.W.bias.view(h, 4, self.dh)
+                r = self.R.view(h, self.dh, 4, self.dh)
+                tie_input_to_forget(cfg, w[:, 1], b[:, 1], w[:, 2], b[:, 2])
+                r[:, :, 1].copy_(-r[:, :, 2])
+            else:
+                self.W.bias.view(h, 4, self.dh)[:, 1] = -1.0  # input gate
 
     def init_state(self, batch: int, device=None) -> tuple[Tensor, ...]:
+        """h, c, n, m. The continuous-time gatings start at rest with a settled normalizer (c = 0, n = 1), so a
+        unit's rate does not depend on how long it has run; "official" starts at zeros like the NX-AI code."""
         zeros = torch.zeros(batch, self.cfg.d_hidden, device=device)
-        return zeros, zeros.clone(), zeros.clone(), zeros.clone()  # h, c, n, m
+        n0 = zeros.clone() if self.cfg.gating == "official" else torch.ones_like(zeros)
+        return zeros, zeros.clone(), n0, zeros.clone()
 
     def forward(self, x: Tensor, dt: Tensor, state: tuple[Tensor, ...] | None = None):
         """x (B, T, d_in), dt (B, T) seconds -> hidden (B, T, d), final state, forget pre-activations (B, T, d)."""
@@ -129,7 +163,7 @@ class _SLSTMScan(torch.autograd.Function):
         step_ratio = (dt / cfg.dt_ref_s).unsqueeze(-1)
         hs = wx.new_empty(t_len + 1, b, d)
         cs, ns = wx.new_empty(t_len + 1, b, d), wx.new_empty(t_len + 1, b, d)
-        acts = wx.new_empty(t_len, 6, b, d)  # z, o, i', f', dlogf/dpf, dlogi/dpi
+        acts = wx.new_empty(t_len, 7, b, d)  # z, o, i', f', dlogf/dpf, dlogi/dpi, dlogi/dpf
         fs = wx.new_empty(t_len, b, d)
         hs[0], cs[0], ns[0] = h, c, n
         for t in range(t_len):
@@ -139,11 +173,13 @@ class _SLSTMScan(torch.autograd.Function):
             if exp_forget:
                 log_f = -rate[t] * torch.exp(-pf)
                 dlogf = -log_f
+                zoh, dzoh = zoh_log_gain(dlogf), zoh_log_gain_grad(dlogf)  # the input weight depends on tau
             else:
                 log_f = step_ratio[t] * F.logsigmoid(pf)
                 dlogf = step_ratio[t] * torch.sigmoid(-pf)
+                zoh, dzoh = 0.0, torch.zeros_like(pf)
             if exp_input:
-                log_i, dlogi = pi + log_dt[t], torch.ones_like(pi)
+                log_i, dlogi = pi + log_dt[t] + zoh, torch.ones_like(pi)
             else:
                 log_i, dlogi = F.logsigmoid(pi) + log_dt[t], torch.sigmoid(-pi)
             m_new = torch.maximum(log_f + m, log_i)
@@ -154,7 +190,7 @@ class _SLSTMScan(torch.autograd.Function):
             h = o * c / n
             m = m_new
             hs[t + 1], cs[t + 1], ns[t + 1] = h, c, n
-            acts[t] = torch.stack((z, o, i_s, f_s, dlogf, dlogi))
+            acts[t] = torch.stack((z, o, i_s, f_s, dlogf, dlogi, dzoh))
             fs[t] = pf
         ctx.save_for_backward(R, hs, cs, ns, acts)
         ctx.mark_non_differentiable(fs, m)
@@ -171,7 +207,7 @@ class _SLSTMScan(torch.autograd.Function):
         dc_next = d_c if d_c is not None else torch.zeros_like(hs[0])
         dn_next = d_n if d_n is not None else torch.zeros_like(hs[0])
         for t in range(t_len - 1, -1, -1):
-            z, o, i_s, f_s, dlogf, dlogi = acts[t].unbind(0)
+            z, o, i_s, f_s, dlogf, dlogi, dlogi_df = acts[t].unbind(0)
             c, n = cs[t + 1], ns[t + 1]
             dh_t = d_hs[t] + dh_next
             dc = dh_t * o / n + dc_next
@@ -180,7 +216,7 @@ class _SLSTMScan(torch.autograd.Function):
                 (
                     dc * i_s * (1 - z * z),  # z
                     (dc * z + dn) * i_s * dlogi,  # input gate
-                    (dc * cs[t] + dn * ns[t]) * f_s * dlogf,  # forget gate
+                    (dc * cs[t] + dn * ns[t]) * f_s * dlogf + (dc * z + dn) * i_s * dlogi_df,  # forget gate
                     dh_t * c / n * o * (1 - o),  # output gate
                 ),
                 dim=1,
@@ -211,8 +247,11 @@ class MLSTMCell(nn.Module):
         with torch.no_grad():
             self.f_gate.weight.mul_(0.1)
             self.f_gate.bias.copy_(forget_bias_init(cfg, h))
-            self.i_gate.weight.mul_(0.1)
-            self.i_gate.bias.fill_(-1.0)
+            if cfg.gating != "official":
+                tie_input_to_forget(cfg, self.i_gate.weight, self.i_gate.bias, self.f_gate.weight, self.f_gate.bias)
+            else:
+                self.i_gate.weight.mul_(0.1)
+                self.i_gate.bias.fill_(-1.0)
 
     def init_state(self, batch: int, device=None) -> tuple[Tensor, Tensor, Tensor]:
         h, dh = self.cfg.n_heads, self.dh
