@@ -149,9 +149,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from . import spice
-    from . import stimuli as st
     from .distillation import load_student
-    from .export.veriloga import emit_veriloga, ngspice_testbench, vacask_testbench
+    from .export.veriloga import emit_veriloga, example_stimuli, ngspice_testbench, vacask_testbench
 
     student, scales, metrics = load_student(args.student)
     out = Path(args.out)
@@ -165,14 +164,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     va = out / f"{args.module}.va"
     va.write_text(model.text)
     osdi = spice.compile_va(va, opt_level=args.opt_level, target_cpu="generic", output=out / f"{args.module}.osdi")
-    stim = st.paper_benchmark(seed=0, duration_s=2e-3)
-    (out / "testbench_ngspice.cir").write_text(ngspice_testbench(model, str(osdi.resolve()), stim, 2e-3, 0.2e-6))
-    (out / "testbench_vacask.sim").write_text(vacask_testbench(model, str(osdi.resolve()), stim, 2e-3, 0.2e-6))
+    stims, t_stop, max_step = example_stimuli(student.cfg.physics.kind)
+    for name, bench in (("testbench_ngspice.cir", ngspice_testbench), ("testbench_vacask.sim", vacask_testbench)):
+        (out / name).write_text(bench(model, str(osdi.resolve()), stims, t_stop, max_step))
     (out / "model.json").write_text(
         json.dumps(
             {
                 "module": model.module,
                 "state_nodes": model.state_nodes,
+                "ports": list(model.ports),
+                "driven": list(model.driven),
+                "reference": model.reference,
                 "sha256": model.sha256,
                 "student_dir": str(Path(args.student).resolve()),
                 "osdi": osdi.name,
@@ -186,23 +188,68 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .distillation import load_student
-    from .verification import verify_memristor_student
+    from .verification import robustness, verify_memristor_student, verify_terminal_student
 
     meta = json.loads((Path(args.model) / "model.json").read_text())
     student, scales, _ = load_student(meta["student_dir"])
     sims = ("ngspice", "vacask") if args.simulator == "both" else (args.simulator,)
-    report = verify_memristor_student(
-        student,
-        float(scales.input_scale_v[0]),
-        float(scales.output_scale_a[0]),
-        Path(args.model) / meta["osdi"],
-        meta["module"],
-        meta["state_nodes"],
-        sims,
-    )
+    osdi = Path(args.model) / meta["osdi"]
+    kind = student.cfg.physics.kind
+    if kind != "memristor":  # MOSFET / BJT: three terminals, the native SPICE device as reference
+        report = verify_terminal_student(
+            student,
+            kind,
+            scales.input_scale_v,
+            scales.output_scale_a,
+            osdi,
+            meta["module"],
+            tuple(meta["ports"]),
+            tuple(meta["driven"]),
+            meta["reference"],
+            meta["state_nodes"],
+            sims,
+        )
+        (Path(args.model) / "verify.json").write_text(json.dumps(report, indent=2))
+        for sim in sims:
+            print(f"{sim}: replay " + ", ".join(f"{k} {v}" for k, v in report[sim].items() if k.startswith("replay")))
+            print(f"{sim}: realistic-use NRMSE per terminal {report[sim]['adaptive_nrmse']}")
+        print(f"wrote {Path(args.model) / 'verify.json'}")
+        return 0
+    v_scale, i_scale = float(scales.input_scale_v[0]), float(scales.output_scale_a[0])  # largest |V|, |I| in training
+    report = verify_memristor_student(student, v_scale, i_scale, osdi, meta["module"], meta["state_nodes"], sims)
+    failed = 0
+    if args.robustness > 0:
+        report["robustness"] = robustness(
+            student,
+            v_scale,
+            i_scale,
+            osdi,
+            meta["module"],
+            meta["state_nodes"],
+            sims,
+            n=args.robustness,
+            seed=args.robustness_seed,
+            progress=not args.quiet,
+        )
     (Path(args.model) / "verify.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    return 0
+    for sim in sims:
+        print(
+            f"realistic use ({sim}, reltol 1e-4): NRMSE {report[sim]['adaptive_nrmse']:.2e} vs the converged PyTorch "
+            f"student (target {report['realistic_target_nrmse']:.0e}); the PyTorch student on the dataset grid: "
+            f"{report['pytorch_dataset_grid']['nrmse']:.2e}"
+        )
+        if "robustness" in report:
+            rob = report["robustness"][sim]
+            bad = rob["total"]["runs"] - rob["total"]["ok"] + (rob["dc_sweep"]["status"] != "ok")
+            failed += bad
+            print(
+                f"robustness ({sim}): {rob['total']['ok']}/{rob['total']['runs']} runs ok, DC sweep "
+                f"{rob['dc_sweep']['status']}, {bad} failure(s): "
+                + ", ".join(f"{k} {v}" for k, v in rob["total"].items() if k not in ("runs", "ok"))
+            )
+    print(f"wrote {Path(args.model) / 'verify.json'}")
+    return 1 if failed else 0
 
 
 def _cmd_baselines(args: argparse.Namespace) -> int:
@@ -346,9 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("verify", help="SPICE vs PyTorch: replay exactness, realistic-use NRMSE, truth, cost")
+    p = sub.add_parser(
+        "verify", help="SPICE vs PyTorch: replay exactness, realistic-use NRMSE, truth, cost, robustness (JSON)"
+    )
     p.add_argument("--model", required=True, help="directory of psi-xlstm export")
     p.add_argument("--simulator", choices=["ngspice", "vacask", "both"], default="both")
+    p.add_argument(
+        "--robustness",
+        type=int,
+        default=200,
+        metavar="N",
+        help="random and stress stimuli per simulator (up to 2x the training voltage, 1 ns edges, impulses, bursts, "
+        "PRBS, DC bias) plus a DC sweep; failures are counted per kind and exit 1 (0 = skip)",
+    )
+    p.add_argument("--robustness-seed", type=int, default=0, help="seed of the robustness stimuli")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)
     return parser
 

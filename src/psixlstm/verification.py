@@ -1,26 +1,52 @@
 """Stage: verify an exported student against SPICE.
 
-Replay exactness: take the simulator's accepted time points, replay the PyTorch student in float64 on exactly that
-grid with the same integration rule (trapezoidal; backward Euler on the first step and on the step after each
-stimulus breakpoint), Newton to 1e-13 per step, and compare currents and states.
+- Replay exactness: take the simulator's accepted time points, replay the PyTorch student in float64 on exactly that
+  grid with the same integration rule (trapezoidal; backward Euler on the first step and on the step after each
+  stimulus breakpoint), Newton to 1e-13 per step, and compare currents and states.
+- Realistic use: SPICE with user-grade settings (reltol 1e-4, max step from the stimulus bandwidth) against the
+  converged PyTorch solution (`converged_replay`, a grid far finer than the data's), and the error the student makes
+  on the dataset's own grid against that same converged solution.
+- Robustness (`robustness`): many random and stress stimuli (up to 2x the training amplitude, 1 ns edges, impulses,
+  bursts, PRBS, DC bias) and a DC sweep; failed runs and non-finite outputs are counted per stimulus kind.
+
+Units: time s, voltage V, current A.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import numpy as np
 import torch
 
+from . import stimuli as st
 from .models.students import ContinuousStudent, backward_euler_steps
+
+REALISTIC_RELTOL = 1e-4
+REALISTIC_TARGET_NRMSE = 1e-3  # issue #5: SPICE at user-grade settings vs the PyTorch student
+BANDWIDTH_MAX_STEP_S = 5e-6  # the max step without a tone (edges are breakpoints, which SPICE steps onto)
+DATASET_DT_S = (0.2e-6, 50e-6)  # the memristor dataset's multi-rate grid: finest and coarsest step
+REFERENCE_DT_MAX_S = 1e-6  # converged reference: coarsest step
+REFERENCE_POINTS_PER_PERIOD = 100  # converged reference: steps per period of an active tone
+REFERENCE_CHECK_FACTOR = 4  # the reference is checked against one on a grid this much coarser
+ROBUSTNESS_KINDS = ("program", "program_2x", "pulse_1ns", "pwl_1ns", "impulses", "burst", "prbs", "dc_bias")
+ROBUSTNESS_EDGE_S = 1e-9
+ROBUSTNESS_DC_POINTS = 81
 
 
 @torch.no_grad()
 def replay(
-    student: ContinuousStudent, v_scale: float, i_scale: float, t_s: np.ndarray, v_v: np.ndarray, breakpoints_s
+    student: ContinuousStudent, v_scale, i_scale, t_s: np.ndarray, v_v: np.ndarray, breakpoints_s
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Student currents (A) and states on a given grid (t_s, voltages v_v), float64, the SPICE step rules."""
+    """Student currents (A) and states on a given grid, float64, the SPICE step rules (states and ddt(Q) alike).
+
+    v_v: (T,) for a two-terminal student, giving currents (T,); or (T, n_in) terminal voltages (V), giving (T, n_out)
+    currents into the driven terminals. v_scale, i_scale: V and A per unit, scalars or one per channel."""
     model = student.double().eval()
     t = np.asarray(t_s, float)
-    u = torch.tensor(np.asarray(v_v, float) / v_scale)[:, None]
+    v = np.asarray(v_v, float)
+    u = torch.tensor(v.reshape(t.size, -1) / np.asarray(v_scale, float))
     after_bp = backward_euler_steps(t, breakpoints_s)
     x = torch.zeros(1, model.n_states, dtype=torch.float64)
     states = [x[0].clone()]
@@ -30,10 +56,81 @@ def replay(
         x = model.step(x, u[j - 1 : j], u[j : j + 1], h, be, newton_tol=1e-13)
         states.append(x[0].clone())
     xs = torch.stack(states)[None]
-    feats = model.readout_features(xs)
-    y = model.readout.static(feats, u[None])[0, :, 0].numpy() * i_scale
+    dt = torch.tensor(np.diff(t, prepend=t[0] - (t[1] - t[0])))[None]
+    be_all = torch.tensor(after_bp, dtype=torch.float64)[None]
+    be_all[0, 0] = 1.0
+    y, _, _ = model.currents(xs, u[None], dt, be_all)
+    y = y[0].numpy() * np.asarray(i_scale, float)
     model.float()
-    return y, xs[0].numpy()
+    return (y[:, 0] if v.ndim == 1 else y), xs[0].numpy()
+
+
+@torch.no_grad()
+def static_current(student: ContinuousStudent, v_scale: float, i_scale: float, v_v: np.ndarray) -> np.ndarray:
+    """The current (A) at voltages v_v with every state at 0: what a DC analysis of the exported module computes
+    (it holds the states at their initial value 0)."""
+    model = student.double().eval()
+    u = torch.tensor(np.asarray(v_v, float) / v_scale)[None, :, None]
+    feats = model.readout_features(torch.zeros(1, u.shape[1], model.n_states, dtype=torch.float64))
+    y = model.readout.static(feats, u)[0, :, 0].numpy() * i_scale
+    model.float()
+    return y
+
+
+def bandwidth_max_step(stim: st.Stimulus, t_stop_s: float) -> float:
+    """A user's SPICE max step (s): 1/20 of the period of the fastest tone that is on, at most 5 us. Edges need no
+    bound: they are breakpoints, which SPICE steps onto."""
+    f_tone = max((tone.frequency_hz for tone in stim.active_tones(t_stop_s)), default=0.0)
+    return min(1.0 / (20.0 * f_tone), BANDWIDTH_MAX_STEP_S) if f_tone > 0 else BANDWIDTH_MAX_STEP_S
+
+
+def reference_dt_min(student: ContinuousStudent) -> float:
+    """Finest step (s) of the converged reference: 1/8 of the data's finest step or of the student's fastest time
+    constant, whichever is shorter."""
+    return min(DATASET_DT_S[0], min(student.time_constants_s())) / 8.0
+
+
+def converged_replay(
+    student: ContinuousStudent,
+    v_scale: float,
+    i_scale: float,
+    stim: st.Stimulus,
+    t_stop_s: float,
+    include_s: list[np.ndarray],
+    coarsen: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The student's converged solution: `replay` on a multi-rate grid from `reference_dt_min` (after every
+    breakpoint) to 1 us (at most 1/1000 of the run), 100 steps per tone period, for one stimulus or one per
+    driven terminal (`stim` a list), all times `coarsen` x longer, joined with the points
+    `include_s` (s), so that the solution is available exactly at them. Returns (t_s, current A)."""
+    stims = list(stim) if isinstance(stim, list | tuple) else [stim]
+    dt_max = min(REFERENCE_DT_MAX_S, t_stop_s / 1000.0)
+    fine = [
+        st.multirate_grid(
+            s,
+            t_stop_s,
+            coarsen * reference_dt_min(student),
+            coarsen * dt_max,
+            points_per_period=REFERENCE_POINTS_PER_PERIOD / coarsen,
+        )
+        for s in stims
+    ]
+    t = np.unique(np.concatenate([*fine, *include_s]))
+    v = np.stack([s.sample(t) for s in stims], 1) if len(stims) > 1 else stims[0].sample(t)
+    y, _ = replay(student, v_scale, i_scale, t, v, np.concatenate([s.breakpoints(t_stop_s) for s in stims]))
+    return t, y
+
+
+def _at(t_ref: np.ndarray, y_ref: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """y_ref at the times t, which must all be points of t_ref."""
+    k = np.minimum(np.searchsorted(t_ref, t), t_ref.size - 1)
+    if not np.array_equal(t_ref[k], t):
+        raise ValueError("times are not points of the reference grid")
+    return y_ref[k]
+
+
+def _nrmse(pred: np.ndarray, ref: np.ndarray, scale: float) -> float:
+    return float(np.sqrt(np.mean((pred - ref) ** 2)) / scale)
 
 
 def _run(
@@ -47,6 +144,7 @@ def _run(
     simulator: str,
     method: str = "trap",
     params: dict | None = None,
+    timeout_s: float = 600.0,
 ):
     from . import spice
 
@@ -61,7 +159,14 @@ def _run(
         circuit,
         spice.Transient(stop_s=t_stop, step_s=max_step, max_step_s=max_step, reltol=reltol, method=method),
         simulator,
+        timeout_s=timeout_s,
     )
+
+
+def _waves(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accepted times (s, duplicates dropped), the device current (A) and voltage (V) of a `_run`."""
+    t, keep = np.unique(w.axis, return_index=True)
+    return t, -w.current("vp")[keep], w.voltage("p")[keep]
 
 
 def verify_memristor_student(
@@ -75,11 +180,14 @@ def verify_memristor_student(
     seed: int = 12345,
     duration_s: float = 5e-3,
 ) -> dict:
-    """Replay exactness (reltol 1e-6), realistic use (reltol 1e-4, maxstep from the stimulus bandwidth) against the
-    PyTorch student on its own grid, the ground truth, and the cost per accepted step against the physics memristor
-    model in the same testbench, on a held-out random memristor stimulus."""
+    """On a held-out random memristor stimulus: replay exactness (reltol 1e-6); realistic use (reltol 1e-4, max step
+    from the stimulus bandwidth) against the converged PyTorch student, with the student's own error on the
+    dataset grid against the same reference; the ground truth; and the cost per accepted step against the physics
+    memristor model in the same testbench.
+
+    NRMSEs are RMS errors over the compared points divided by the standard deviation of the converged reference
+    there; `max_rel_err` is max |error| / max |reference current|."""
     from . import spice
-    from . import stimuli as st
     from .data.generate import memristor_program
     from .devices import memristor
     from .metrics import regression_metrics
@@ -88,32 +196,24 @@ def verify_memristor_student(
         raise ValueError(f"duration_s must be >= 5 ms (a random memristor program needs room), got {duration_s}")
     stim = memristor_program(np.random.default_rng(seed), duration_s)
     bps = stim.breakpoints(duration_s)
-    f_tone = max((tone.frequency_hz for tone in stim.active_tones(duration_s)), default=0.0)
-    max_step = min(1.0 / (20.0 * f_tone), 5e-6) if f_tone > 0 else 5e-6  # edges are breakpoints already
-    grid = st.multirate_grid(stim, duration_s, 0.2e-6, 50e-6)
-    y_grid, _ = replay(student, v_scale, i_scale, grid, stim.sample(grid), bps)
-    truth = memristor.simulate(stim, grid).current_a
+    max_step = bandwidth_max_step(stim, duration_s)
+    grid = st.multirate_grid(stim, duration_s, *DATASET_DT_S)
     ref_osdi = spice.compile_va(memristor.va_path(), opt_level=1)
-    report: dict = {
-        "stimulus": {"seed": seed, "duration_s": duration_s, "max_step_s": max_step},
-        "pytorch_vs_truth": regression_metrics(y_grid, truth),
-    }
+    report: dict = {"stimulus": {"seed": seed, "duration_s": duration_s, "max_step_s": max_step}}
+    runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for sim in simulators:
         methods = ("trap",) if sim == "ngspice" else ("euler", "trap")
         entry: dict = {}
+        runs[sim] = {}
         for method in methods:
             w = _run(osdi_path, module, state_nodes, stim, duration_s, max_step, 1e-6, sim, method)
-            t, keep = np.unique(w.axis, return_index=True)
-            i_sp = -w.current("vp")[keep]
-            y, _ = replay(student, v_scale, i_scale, t, w.voltage("p")[keep], t if method == "euler" else bps)
+            t, i_sp, v_sp = _waves(w)
+            y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
             entry[f"replay_max_rel_err_{method}"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y)))
-        w = _run(osdi_path, module, state_nodes, stim, duration_s, max_step, 1e-4, sim)
-        t, keep = np.unique(w.axis, return_index=True)
-        i_sp = -w.current("vp")[keep]
-        # compared at SPICE's own points; the PyTorch run on the (denser) dataset grid is interpolated onto them
-        y_at = np.interp(t, grid, y_grid)
-        entry["adaptive_nrmse"] = float(np.sqrt(np.mean((i_sp - y_at) ** 2)) / np.std(y_grid))
-        entry["spice_vs_truth"] = regression_metrics(i_sp, np.interp(t, grid, truth))
+            if method == "trap":
+                runs[sim]["reltol_1e-6"] = (t, i_sp)
+        w = _run(osdi_path, module, state_nodes, stim, duration_s, max_step, REALISTIC_RELTOL, sim)
+        runs[sim]["realistic"] = _waves(w)[:2]
         ref = _run(
             ref_osdi,
             memristor.VA_MODULE,
@@ -121,7 +221,7 @@ def verify_memristor_student(
             stim,
             duration_s,
             max_step,
-            1e-4,
+            REALISTIC_RELTOL,
             sim,
             params=memristor.MemristorParams().to_dict(),
         )
@@ -137,4 +237,382 @@ def verify_memristor_student(
             "reference_newton": ref.stats.newton_iterations,
         }
         report[sim] = entry
+
+    points = [grid] + [t for sim_runs in runs.values() for t, _ in sim_runs.values()]
+    t_ref, y_ref = converged_replay(student, v_scale, i_scale, stim, duration_s, points)
+    t_chk, y_chk = converged_replay(student, v_scale, i_scale, stim, duration_s, points, REFERENCE_CHECK_FACTOR)
+    truth = memristor.simulate(stim, t_ref).current_a
+    y_ds, _ = replay(student, v_scale, i_scale, grid, stim.sample(grid), bps)
+    scale = float(np.std(y_ref))
+    common = np.concatenate(points)
+    report["reference"] = {
+        "dt_min_s": reference_dt_min(student),
+        "dt_max_s": REFERENCE_DT_MAX_S,
+        "points_per_period": REFERENCE_POINTS_PER_PERIOD,
+        "points": int(t_ref.size),
+        f"nrmse_of_{REFERENCE_CHECK_FACTOR}x_coarser_grid": _nrmse(
+            _at(t_chk, y_chk, common), _at(t_ref, y_ref, common), scale
+        ),
+    }
+    y_ds_ref = _at(t_ref, y_ref, grid)
+    report["pytorch_dataset_grid"] = {
+        "dt_s": list(DATASET_DT_S),
+        "points": int(grid.size),
+        "nrmse": _nrmse(y_ds, y_ds_ref, scale),
+        "max_rel_err": float(np.max(np.abs(y_ds - y_ds_ref)) / np.max(np.abs(y_ref))),
+    }
+    report["pytorch_vs_truth"] = regression_metrics(y_ds_ref, _at(t_ref, truth, grid))
+    report["realistic_target_nrmse"] = REALISTIC_TARGET_NRMSE
+    for sim, sim_runs in runs.items():
+        t, i_sp = sim_runs["realistic"]
+        y = _at(t_ref, y_ref, t)
+        report[sim]["adaptive_nrmse"] = _nrmse(i_sp, y, scale)
+        report[sim]["adaptive_max_rel_err"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y_ref)))
+        t6, i6 = sim_runs["reltol_1e-6"]
+        report[sim]["reltol_1e-6_nrmse"] = _nrmse(i6, _at(t_ref, y_ref, t6), scale)
+        report[sim]["spice_vs_truth"] = regression_metrics(i_sp, _at(t_ref, truth, t))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Robustness
+
+
+def _scaled(stim: st.Stimulus, factor: float) -> st.Stimulus:
+    """A random memristor program (a PWL plus sine bursts) with every voltage multiplied by `factor`."""
+    if isinstance(stim, st.Sum):
+        return st.Sum(tuple(_scaled(c, factor) for c in stim.components))
+    if isinstance(stim, st.Pwl):
+        return dataclasses.replace(stim, values_v=tuple(factor * v for v in stim.values_v))
+    if isinstance(stim, st.Burst):
+        return dataclasses.replace(stim, amplitude_v=factor * stim.amplitude_v)
+    raise TypeError(f"cannot scale a {type(stim).__name__}")
+
+
+def _peak_v(stim: st.Stimulus, t_stop_s: float) -> float:
+    """max |v| (V) up to t_stop, sampled at every corner and 200 points per tone period."""
+    t = st.multirate_grid(stim, t_stop_s, 1e-7, 1e-5, points_per_period=200)
+    return float(np.max(np.abs(stim.sample(t))))
+
+
+def robustness_case(index: int, seed: int, v_scale: float) -> tuple[str, st.Stimulus, float]:
+    """Run `index` of a robustness test: (kind, stimulus, stop time s). Kinds cycle through ROBUSTNESS_KINDS;
+    amplitudes are relative to v_scale (the largest |V| of the training data), at most 2 v_scale:
+
+    - program: a random memristor program as in the training data (4 ms);
+    - program_2x: the same scaled to a peak of 2 v_scale;
+    - pulse_1ns: 1-5 trapezoid pulses, 1 ns edges, 1-100 us wide, up to +-2 v_scale (1 ms);
+    - pwl_1ns: random levels in +-2 v_scale held 5-100 us, 1 ns edges (1 ms);
+    - impulses: an I-V triangle (<= v_scale, 1-5 kHz) plus 1-5 impulses of <= v_scale, 10 ns-5 us, 1 ns edges (1 ms);
+    - burst: a sine burst, 1 kHz-500 kHz (log-uniform), up to 2 v_scale (1 ms);
+    - prbs: a 4-level PRBS in +-2 v_scale, 1-20 us symbols, 1 ns edges (1 ms);
+    - dc_bias: a constant bias in +-2 v_scale from the operating point on (0.5 ms).
+    The same (index, seed, v_scale) always gives the same case."""
+    kind = ROBUSTNESS_KINDS[index % len(ROBUSTNESS_KINDS)]
+    rng = np.random.default_rng([seed, index])
+    a_max = 2.0 * v_scale
+    sign = float(rng.choice([-1.0, 1.0]))
+    edge = ROBUSTNESS_EDGE_S
+    if kind in ("program", "program_2x"):
+        from .data.generate import memristor_program
+
+        t_stop = 4e-3
+        stim = memristor_program(rng, t_stop)
+        return kind, (_scaled(stim, a_max / _peak_v(stim, t_stop)) if kind == "program_2x" else stim), t_stop
+    if kind == "pulse_1ns":
+        width = rng.uniform(1e-6, 100e-6)
+        stim = st.Pulse(
+            v0_v=0.0,
+            v1_v=sign * rng.uniform(0.5, 1.0) * a_max,
+            delay_s=rng.uniform(10e-6, 100e-6),
+            rise_s=edge,
+            width_s=width,
+            fall_s=edge,
+            period_s=width + 2 * edge + rng.uniform(1e-6, 100e-6),
+            count=int(rng.integers(1, 6)),
+        )
+        return kind, stim, 1e-3
+    if kind == "pwl_1ns":
+        holds = np.cumsum(rng.uniform(5e-6, 100e-6, size=40))
+        holds = holds[holds < 0.95e-3]
+        levels = rng.uniform(-a_max, a_max, size=holds.size)
+        times = np.concatenate([[0.0], np.ravel(np.column_stack([holds, holds + edge]))])
+        values = np.concatenate([[0.0], np.ravel(np.column_stack([np.concatenate([[0.0], levels[:-1]]), levels]))])
+        return kind, st.Pwl(tuple(times), tuple(values)), 1e-3
+    if kind == "impulses":
+        n = int(rng.integers(1, 6))
+        background = st.Triangle(rng.uniform(0.5, 1.0) * v_scale, rng.uniform(1e3, 5e3), n_cycles=5)
+        stim = st.with_impulses(
+            background,
+            np.sort(rng.uniform(10e-6, 0.9e-3, size=n)),
+            rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.5, 1.0, size=n) * v_scale,
+            width_s=float(np.exp(rng.uniform(np.log(10e-9), np.log(5e-6)))),
+            edge_s=edge,
+        )
+        return kind, stim, 1e-3
+    if kind == "burst":
+        f = float(np.exp(rng.uniform(np.log(1e3), np.log(500e3))))
+        n_cycles = max(1, min(int(rng.integers(2, 50)), int(0.8e-3 * f)))
+        stim = st.Burst(sign * rng.uniform(0.5, 1.0) * a_max, f, rng.uniform(0.0, 100e-6), n_cycles)
+        return kind, stim, 1e-3
+    if kind == "prbs":
+        bit = rng.uniform(1e-6, 20e-6)
+        stim = st.Prbs(
+            bit_period_s=bit,
+            n_bits=min(int(0.9e-3 / bit), 127),
+            levels_v=tuple(np.sort(rng.uniform(-a_max, a_max, size=4))),
+            edge_s=edge,
+            order=7,
+            seed=int(rng.integers(1, 128)),
+            t_start_s=rng.uniform(0.0, 50e-6),
+        )
+        return kind, stim, 1e-3
+    return kind, st.Dc(rng.uniform(-a_max, a_max)), 0.5e-3
+
+
+_CONVERGENCE_WORDS = ("stopped at t", "too small", "converge", "homotopy", "gmin", "singular", "operating point")
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    """The class of a failed simulation, 'timeout', 'convergence' (the simulator stopped early, or its log reports a
+    too-small step, no convergence, failed homotopy/gmin stepping, a singular matrix) or 'error' (anything else:
+    crash, unreadable results), and a one-line message: the error's first line and the first telling log line."""
+    log = getattr(exc, "log", "")
+    head = str(exc).splitlines()[0]
+    if "timed out" in head:
+        return "timeout", head
+    lines = [line.strip() for line in log.splitlines()]
+    telling = (
+        line
+        for word in ("too small", "failed", "abort", "singular", "converge")
+        for line in lines
+        if word in line.lower()
+    )
+    detail = next(telling, "")
+    text = f"{head}\n{log}".lower()
+    cls = "convergence" if any(word in text for word in _CONVERGENCE_WORDS) else "error"
+    return cls, f"{head}: {detail}" if detail else head
+
+
+def _finite(w, signals: list[str]) -> bool:
+    return bool(np.all(np.isfinite(w.axis)) and all(np.all(np.isfinite(w.signals[s])) for s in signals))
+
+
+def robustness(
+    student: ContinuousStudent,
+    v_scale: float,
+    i_scale: float,
+    osdi_path,
+    module: str,
+    state_nodes: list[str],
+    simulators: tuple[str, ...] = ("ngspice", "vacask"),
+    n: int = 200,
+    seed: int = 0,
+    reltol: float = REALISTIC_RELTOL,
+    timeout_s: float = 60.0,
+    progress: bool = False,
+) -> dict:
+    """Run the exported student in each simulator on `n` cases of `robustness_case` (reltol `reltol`, max step from
+    the stimulus bandwidth, one run at a time) and a DC sweep over +-2 v_scale (81 operating points).
+
+    Per simulator and kind: runs, ok, and the failures by class: convergence (the simulator raised: stopped early,
+    step too small, no convergence), timeout (over `timeout_s` s), error (other simulator failures), nonfinite (a
+    NaN/inf time, voltage, current or state); max |I| / i_scale over the finished runs and the wall time (s).
+    Every failure is listed with its kind, index and message head, so `robustness_case(index, seed, v_scale)`
+    rebuilds it. The DC sweep is also compared with `static_current` (states at 0, as the module holds them in
+    DC): max |I_spice - I_torch| / max |I_torch|."""
+    from tqdm import tqdm
+
+    from . import spice
+
+    a_max = 2.0 * v_scale
+    report: dict = {
+        "n": n,
+        "seed": seed,
+        "reltol": reltol,
+        "v_scale_v": v_scale,
+        "max_amplitude_v": a_max,
+        "kinds": list(ROBUSTNESS_KINDS),
+    }
+    names = ["v(p)", "i(vp)"] + [f"x(dut.{node})" for node in state_nodes]
+    for sim in simulators:
+        by_kind = {
+            kind: {"runs": 0, "ok": 0, "convergence": 0, "timeout": 0, "error": 0, "nonfinite": 0}
+            for kind in ROBUSTNESS_KINDS
+        }
+        peak = dict.fromkeys(ROBUSTNESS_KINDS, 0.0)
+        wall = dict.fromkeys(ROBUSTNESS_KINDS, 0.0)
+        failures = []
+        for index in tqdm(range(n), desc=f"robustness {sim}", disable=not progress, unit="run"):
+            kind, stim, t_stop = robustness_case(index, seed, v_scale)
+            counts = by_kind[kind]
+            counts["runs"] += 1
+            start = time.perf_counter()
+            try:
+                w = _run(
+                    osdi_path,
+                    module,
+                    state_nodes,
+                    stim,
+                    t_stop,
+                    bandwidth_max_step(stim, t_stop),
+                    reltol,
+                    sim,
+                    timeout_s=timeout_s,
+                )
+            except spice.SimulationError as exc:
+                cls, message = _failure(exc)
+                failures.append({"kind": kind, "index": index, "class": cls, "message": message})
+                counts[cls] += 1
+                continue
+            finally:
+                wall[kind] += time.perf_counter() - start
+            if not _finite(w, names):
+                failures.append({"kind": kind, "index": index, "class": "nonfinite", "message": "NaN or inf output"})
+                counts["nonfinite"] += 1
+                continue
+            counts["ok"] += 1
+            peak[kind] = max(peak[kind], float(np.max(np.abs(w.current("vp")))) / i_scale)
+        for kind, counts in by_kind.items():
+            counts["max_abs_current_over_i_scale"] = peak[kind]
+            counts["wall_s"] = wall[kind]
+        total = {
+            key: sum(c[key] for c in by_kind.values())
+            for key in ("runs", "ok", "convergence", "timeout", "error", "nonfinite")
+        }
+        report[sim] = {
+            "total": total,
+            "by_kind": by_kind,
+            "dc_sweep": _dc_sweep(student, v_scale, i_scale, osdi_path, module, state_nodes, sim, a_max, reltol),
+            "failures": failures,
+        }
+    return report
+
+
+def _dc_sweep(student, v_scale, i_scale, osdi_path, module, state_nodes, simulator, a_max, reltol) -> dict:
+    """A DC sweep of the module over [-a_max, a_max] V: status (ok or the failure class) and the agreement with the
+    PyTorch static current."""
+    from . import spice
+
+    circuit = spice.Circuit(
+        "robustness_dc",
+        [
+            spice.VoltageSource("vp", "p", "0"),
+            spice.OsdiDevice("dut", ("p", "0"), module, osdi_path, {}, tuple(state_nodes)),
+        ],
+    )
+    entry: dict = {"points": ROBUSTNESS_DC_POINTS, "range_v": [-a_max, a_max]}
+    try:
+        w = spice.run_circuit(circuit, spice.DCSweep("vp", -a_max, a_max, ROBUSTNESS_DC_POINTS, reltol), simulator)
+    except spice.SimulationError as exc:
+        cls, message = _failure(exc)
+        return entry | {"status": cls, "message": message}
+    i_sp = -w.current("vp")
+    if not (np.all(np.isfinite(i_sp)) and np.all(np.isfinite(w.axis))):
+        return entry | {"status": "nonfinite"}
+    i_torch = static_current(student, v_scale, i_scale, w.axis)
+    return entry | {
+        "status": "ok",
+        "max_rel_err_vs_pytorch": float(np.max(np.abs(i_sp - i_torch)) / np.max(np.abs(i_torch))),
+    }
+
+
+def verify_terminal_student(
+    student: ContinuousStudent,
+    device: str,
+    v_scale,
+    i_scale,
+    osdi_path,
+    module: str,
+    ports: tuple[str, ...],
+    driven: tuple[str, ...],
+    reference: str,
+    state_nodes: list[str],
+    simulators: tuple[str, ...] = ("ngspice", "vacask"),
+    seed: int = 12345,
+    duration_s: float = 2e-6,
+) -> dict:
+    """A MOSFET or BJT student on held-out random terminal programs (one per driven terminal): replay exactness per
+    terminal (reltol 1e-6; ngspice trap, VACASK euler and trap), realistic use (reltol 1e-4) against the converged
+    PyTorch student, the ground-truth device (BSIM4 / Gummel-Poon in ngspice), and the cost per accepted step
+    against that native device in the same ngspice testbench. Errors are max |error| / max |current| per terminal,
+    NRMSE per terminal (RMS error / std of the reference)."""
+    from . import spice
+    from .data.generate import terminal_program
+    from .devices.spice_reference import BJT, MOSFET
+    from .metrics import regression_metrics
+
+    native = {"mosfet": MOSFET, "bjt": BJT}[device]
+    rng = np.random.default_rng(seed)
+    stims = [terminal_program(rng, duration_s, lo, hi) for lo, hi in native.input_range_v]
+    bps = np.concatenate([s.breakpoints(duration_s) for s in stims])
+    max_step = min(bandwidth_max_step(s, duration_s) for s in stims + [st.Dc(0.0)])
+    max_step = min(max_step, duration_s / 200.0)
+    nodes = tuple("0" if p == reference else p for p in ports)
+    circuit = spice.Circuit(
+        "verify3",
+        [
+            *(spice.VoltageSource(f"v{n}", n, "0", waveform=w) for n, w in zip(driven, stims, strict=True)),
+            spice.OsdiDevice("dut", nodes, module, osdi_path, {}, tuple(state_nodes)),
+        ],
+    )
+
+    def run(sim: str, reltol: float, method: str = "trap"):
+        analysis = spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=reltol, method=method)
+        w = spice.run_circuit(circuit, analysis, sim)
+        t, keep = np.unique(w.axis, return_index=True)
+        i = np.stack([-w.current(f"v{n}")[keep] for n in driven], 1)
+        return w, t, i, np.stack([w.voltage(n)[keep] for n in driven], 1)
+
+    def max_rel(a: np.ndarray, b: np.ndarray) -> list[float]:
+        return [float(np.max(np.abs(a[:, k] - b[:, k])) / np.max(np.abs(b[:, k]))) for k in range(b.shape[1])]
+
+    report: dict = {"device": device, "stimulus": {"seed": seed, "duration_s": duration_s, "max_step_s": max_step}}
+    realistic: dict[str, tuple] = {}
+    for sim in simulators:
+        entry: dict = {}
+        for method in ("trap",) if sim == "ngspice" else ("euler", "trap"):
+            _, t, i_sp, v_sp = run(sim, 1e-6, method)
+            y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
+            entry[f"replay_max_rel_err_{method}"] = max_rel(i_sp, y)
+        w, t, i_sp, _ = run(sim, REALISTIC_RELTOL)
+        realistic[sim] = (t, i_sp)
+        entry["accepted_points"] = w.stats.accepted_points
+        if sim == "ngspice":
+            ref_circuit = native.circuit(stims)
+            analysis = spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=REALISTIC_RELTOL)
+            ref = spice.run_ngspice(ref_circuit, analysis)
+            per_step = w.stats.wall_time_s / max(w.stats.accepted_points, 1)
+            ref_per_step = ref.stats.wall_time_s / max(ref.stats.accepted_points, 1)
+            entry["cost"] = {
+                "student_us_per_step": 1e6 * per_step,
+                "reference_us_per_step": 1e6 * ref_per_step,
+                "cost_ratio_vs_reference": per_step / ref_per_step,
+                "student_accepted": w.stats.accepted_points,
+                "reference_accepted": ref.stats.accepted_points,
+                "student_newton": w.stats.newton_iterations,
+                "reference_newton": ref.stats.newton_iterations,
+                "reference": native.name,
+            }
+        report[sim] = entry
+    t_ref, y_ref = converged_replay(student, v_scale, i_scale, stims, duration_s, [t for t, _ in realistic.values()])
+    points = [t for t, _ in realistic.values()]
+    t_chk, y_chk = converged_replay(student, v_scale, i_scale, stims, duration_s, points, REFERENCE_CHECK_FACTOR)
+    _, truth = native.simulate(stims, t_ref, max_step_s=max_step / 4)
+    scale = np.std(y_ref, axis=0)
+    common = np.concatenate(points)
+    y_common, y_chk_common = _at(t_ref, y_ref, common), _at(t_chk, y_chk, common)
+    report["reference"] = {
+        "points": int(t_ref.size),
+        f"nrmse_of_{REFERENCE_CHECK_FACTOR}x_coarser_grid": [
+            _nrmse(y_chk_common[:, k], y_common[:, k], float(scale[k])) for k in range(y_ref.shape[1])
+        ],
+    }
+    for sim, (t, i_sp) in realistic.items():
+        y = _at(t_ref, y_ref, t)
+        report[sim]["adaptive_nrmse"] = [_nrmse(i_sp[:, k], y[:, k], float(scale[k])) for k in range(y.shape[1])]
+        tr = _at(t_ref, truth, t)
+        report[sim]["spice_vs_truth"] = [regression_metrics(i_sp[:, k], tr[:, k]) for k in range(y.shape[1])]
+    report["pytorch_vs_truth"] = [regression_metrics(y_ref[:, k], truth[:, k]) for k in range(y_ref.shape[1])]
+    report["realistic_target_nrmse"] = REALISTIC_TARGET_NRMSE
     return report

@@ -103,6 +103,9 @@ class Transient:
     abstol_a: float = 1e-12
     vntol_v: float = 1e-6
     method: str = "trap"  # "trap", "gear" (ngspice) / "trap", "euler", "gear2" (VACASK)
+    # VACASK tran_fbr: the first step after a breakpoint as a fraction of the distance to the next one. VACASK's
+    # default 0.25 is not error-checked and crossed a 0.85 us edge with a 1.2 % local error at any reltol.
+    vacask_breakpoint_step: float = 0.05
 
     def __post_init__(self) -> None:
         if not (self.stop_s > 0 and self.step_s > 0):
@@ -263,7 +266,7 @@ def vacask_netlist(circuit: Circuit, analysis: Analysis) -> str:
         method = {"trap": "trap", "euler": "euler", "gear": "gear2", "gear2": "gear2"}[analysis.method]
         lines.append(
             f"  options reltol={_num(analysis.reltol)} abstol={_num(analysis.abstol_a)} "
-            f'vntol={_num(analysis.vntol_v)} tran_method="{method}"'
+            f'vntol={_num(analysis.vntol_v)} tran_method="{method}" tran_fbr={_num(analysis.vacask_breakpoint_step)}'
         )
         max_step = f" maxstep={_num(analysis.max_step_s)}" if analysis.max_step_s else ""
         lines.append(f"  analysis an1 tran step={_num(analysis.step_s)} stop={_num(analysis.stop_s)}{max_step}")

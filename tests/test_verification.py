@@ -1,0 +1,214 @@
+"""Verification: realistic use against the converged PyTorch student, and robustness counts in real simulators
+(ngspice and VACASK, reltol 1e-4) for a small memristor student and for a module that fails beyond 2 V."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from psixlstm import spice
+from psixlstm import stimuli as st
+from psixlstm.data import Scales
+from psixlstm.export import emit_veriloga
+from psixlstm.models.students import StudentConfig, build_student
+from psixlstm.physics import DevicePhysics
+from psixlstm.verification import (
+    ROBUSTNESS_KINDS,
+    _peak_v,
+    converged_replay,
+    robustness,
+    robustness_case,
+    verify_memristor_student,
+)
+
+requires_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
+V_SCALE, I_SCALE = 1.4, 3e-3  # V, A
+STIM = (
+    st.Pulse(v0_v=0, v1_v=1.2, delay_s=20e-6, rise_s=1e-6, width_s=300e-6, fall_s=1e-6)
+    + st.Burst(0.5, 20e3, 500e-6, 5)
+    + st.Pwl((0.0, 1e-3, 1.5e-3, 2e-3), (0.0, 0.0, -1.0, 0.0))
+)
+# I = 1 mS * V * sqrt(2 V - |V|): NaN beyond 2 V, so every run that goes there must fail
+FAULTY_VA = """`include "disciplines.vams"
+module faulty(p, n);
+    inout p, n;
+    electrical p, n;
+    analog I(p, n) <+ 1e-3 * V(p, n) * sqrt(2.0 - abs(V(p, n)));
+endmodule
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small clustered memristor student with trained-looking weights, exported and compiled at -O0."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    s = build_student(
+        StudentConfig(kind="clustered", n_in=1, n_out=1, tau_s=[3e-4, 1e-3, 9e-3], physics=DevicePhysics("memristor"))
+    )
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    va = emit_veriloga(s, Scales(np.array([V_SCALE]), np.array([I_SCALE]), 2e-7, 5e-5), module="t_verify")
+    d = tmp_path_factory.mktemp("verify")
+    (d / "m.va").write_text(va.text)
+    return s, va, spice.compile_va(d / "m.va", opt_level=0, cache_dir=d)
+
+
+def test_robustness_cases_are_reproducible_and_stress_the_model():
+    edges = {"pulse_1ns", "pwl_1ns", "impulses", "prbs"}
+    for index in range(2 * len(ROBUSTNESS_KINDS)):
+        kind, stim, t_stop = robustness_case(index, 7, V_SCALE)
+        assert kind == ROBUSTNESS_KINDS[index % len(ROBUSTNESS_KINDS)]
+        assert robustness_case(index, 7, V_SCALE)[1].to_dict() == stim.to_dict()
+        peak = _peak_v(stim, t_stop)
+        assert peak <= 2 * V_SCALE * (1 + 1e-9), (kind, peak)
+        if kind == "program_2x":
+            assert peak == pytest.approx(2 * V_SCALE, rel=1e-9)
+        if kind in edges:
+            assert np.min(np.diff(stim.breakpoints(t_stop))) == pytest.approx(1e-9, rel=1e-6), kind
+    assert robustness_case(0, 8, V_SCALE)[1].to_dict() != robustness_case(0, 7, V_SCALE)[1].to_dict()
+
+
+@requires_ngspice
+def test_robustness_runs_every_case_in_both_simulators(exported):
+    s, va, osdi = exported
+    n = len(ROBUSTNESS_KINDS)
+    report = robustness(s, V_SCALE, I_SCALE, osdi, va.module, va.state_nodes, ("ngspice", "vacask"), n=n)
+    for sim in ("ngspice", "vacask"):
+        rob = report[sim]
+        assert rob["total"] == {"runs": n, "ok": n, "convergence": 0, "timeout": 0, "error": 0, "nonfinite": 0}
+        assert all(c["runs"] == 1 and c["max_abs_current_over_i_scale"] > 0 for c in rob["by_kind"].values())
+        assert rob["failures"] == []
+        # the DC sweep holds the states at 0: the module's static current is PyTorch's to within the Newton
+        # tolerance of reltol 1e-4 (the branch current comes from the last linearisation)
+        assert rob["dc_sweep"]["status"] == "ok"
+        assert rob["dc_sweep"]["max_rel_err_vs_pytorch"] <= 1e-4
+
+
+@requires_ngspice
+def test_robustness_counts_and_lists_failures(exported, tmp_path):
+    s = exported[0]
+    (tmp_path / "faulty.va").write_text(FAULTY_VA)
+    osdi = spice.compile_va(tmp_path / "faulty.va", opt_level=0, cache_dir=tmp_path)
+    n = len(ROBUSTNESS_KINDS)
+    report = robustness(s, V_SCALE, I_SCALE, osdi, "faulty", [], ("ngspice", "vacask"), n=n)
+    for sim in ("ngspice", "vacask"):
+        rob = report[sim]
+        total = rob["total"]
+        failed = total["convergence"] + total["timeout"] + total["error"] + total["nonfinite"]
+        assert total["runs"] == n and total["ok"] + failed == n
+        assert rob["by_kind"]["program"]["ok"] == 1  # stays below 2 V
+        assert rob["by_kind"]["program_2x"]["ok"] == 0  # peaks at 2.8 V
+        assert len(rob["failures"]) == failed > 0
+        assert {f["kind"] for f in rob["failures"]} >= {"program_2x"}
+        assert rob["dc_sweep"]["status"] != "ok"
+
+
+@requires_ngspice
+def test_spice_at_user_settings_matches_the_converged_student(exported):
+    """ngspice at reltol 1e-4 is within NRMSE 1e-4 of the converged PyTorch student; the reference is converged
+    (a 4x coarser grid changes it by < 1e-5)."""
+    s, va, osdi = exported
+    t_stop = 2e-3
+    circuit = spice.Circuit(
+        "realistic",
+        [
+            spice.VoltageSource("vp", "p", "0", waveform=STIM),
+            spice.OsdiDevice("dut", ("p", "0"), va.module, osdi, {}, tuple(va.state_nodes)),
+        ],
+    )
+    w = spice.run_circuit(circuit, spice.Transient(stop_s=t_stop, step_s=5e-6, max_step_s=5e-6), "ngspice")
+    t, keep = np.unique(w.axis, return_index=True)
+    i_spice = -w.current("vp")[keep]
+    t_ref, y_ref = converged_replay(s, V_SCALE, I_SCALE, STIM, t_stop, [t])
+    t_chk, y_chk = converged_replay(s, V_SCALE, I_SCALE, STIM, t_stop, [t], coarsen=4)
+    scale = np.std(y_ref)
+    at_spice = np.isin(t_ref, t)
+    assert np.sqrt(np.mean((y_chk[np.isin(t_chk, t)] - y_ref[at_spice]) ** 2)) / scale <= 1e-5
+    # issue 5 asks for <= 1e-3; this slow student (taus >= 0.3 ms) measured 8e-6
+    assert np.sqrt(np.mean((i_spice - y_ref[at_spice]) ** 2)) / scale <= 1e-4
+
+
+@pytest.mark.slow
+@requires_ngspice
+def test_verify_reports_the_converged_reference(exported):
+    s, va, osdi = exported
+    report = verify_memristor_student(s, V_SCALE, I_SCALE, osdi, va.module, va.state_nodes)
+    assert report["reference"]["nrmse_of_4x_coarser_grid"] <= 1e-5
+    assert 0 < report["pytorch_dataset_grid"]["nrmse"] < 1e-1
+    assert report["ngspice"]["adaptive_nrmse"] <= report["realistic_target_nrmse"]
+    assert report["ngspice"]["reltol_1e-6_nrmse"] <= 1e-4
+    for sim in ("ngspice", "vacask"):
+        assert report[sim]["adaptive_nrmse"] < 1e-2
+
+
+@pytest.mark.slow
+@requires_ngspice
+def test_verify_command_writes_robustness_counts(exported, tmp_path, capsys):
+    import json
+
+    from psixlstm.artifacts import save_model
+    from psixlstm.cli import main
+
+    s = exported[0]
+    scales = Scales(np.array([V_SCALE]), np.array([I_SCALE]), 2e-7, 5e-5)
+    (tmp_path / "student").mkdir()
+    save_model(
+        tmp_path / "student",
+        "student",
+        s,
+        {"config": s.cfg.to_dict(), "scales": scales.to_dict()},
+        {"test": {"vs_clean": {"nrmse": 0.1}}},
+    )
+    out = tmp_path / "export"
+    assert main(["export", "--student", str(tmp_path / "student"), "--out", str(out), "--opt-level", "0"]) == 0
+    args = ["verify", "--model", str(out), "--simulator", "ngspice", "--robustness", "8", "--quiet"]
+    assert main(args) == 0
+    rob = json.loads((out / "verify.json").read_text())["robustness"]
+    assert rob["v_scale_v"] == V_SCALE and rob["max_amplitude_v"] == 2 * V_SCALE
+    assert rob["ngspice"]["total"]["runs"] == rob["ngspice"]["total"]["ok"] == 8
+    assert "robustness (ngspice): 8/8 runs ok" in capsys.readouterr().out
+
+
+@requires_ngspice
+@pytest.mark.slow
+def test_verify_terminal_student_end_to_end(tmp_path):
+    """A MOSFET student: replay exact per terminal in both simulators, realistic use near the converged student, a
+    cost ratio against BSIM4 in the same ngspice testbench, and the ground-truth comparison present."""
+    from psixlstm.verification import verify_terminal_student
+
+    torch.manual_seed(2)
+    physics = DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1)
+    s = build_student(
+        StudentConfig(kind="clustered", n_in=2, n_out=2, tau_s=[2e-9, 2e-8, 2e-7], physics=physics, t_scale_s=1e-9)
+    )
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    scales = Scales(np.array([1.2, 1.2]), np.array([4e-5, 5e-3]), 5e-10, 5e-8)
+    va = emit_veriloga(s, scales, module="t_verify3")
+    (tmp_path / "m.va").write_text(va.text)
+    osdi = spice.compile_va(tmp_path / "m.va", opt_level=0, cache_dir=tmp_path)
+    report = verify_terminal_student(
+        s,
+        "mosfet",
+        scales.input_scale_v,
+        scales.output_scale_a,
+        osdi,
+        va.module,
+        va.ports,
+        va.driven,
+        va.reference,
+        va.state_nodes,
+        duration_s=1e-6,
+    )
+    assert max(report["ngspice"]["replay_max_rel_err_trap"]) <= 1e-5
+    assert max(report["vacask"]["replay_max_rel_err_euler"]) <= 1e-5
+    assert all(np.isfinite(report["ngspice"]["adaptive_nrmse"]))  # random weights: no accuracy claim
+    assert len(report["reference"]["nrmse_of_4x_coarser_grid"]) == 2
+    assert 0 < report["ngspice"]["cost"]["cost_ratio_vs_reference"] < 100
+    assert len(report["pytorch_vs_truth"]) == 2
