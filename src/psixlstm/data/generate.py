@@ -170,6 +170,20 @@ def _grid(stim: st.Stimulus, preset: DataPreset) -> np.ndarray:
     return st.multirate_grid(stim, preset.duration_s, preset.dt_min_s, preset.dt_max_s)
 
 
+def _union_grid(grids: list[np.ndarray], dt_min_s: float) -> np.ndarray:
+    """The union of the grids of several terminals without the picosecond steps where two nearly coincide: a point
+    closer than dt_min / 2 to the previous kept one is dropped (the last point is always kept)."""
+    t = np.unique(np.concatenate(grids))
+    keep = [0]
+    for k in range(1, t.size - 1):
+        if t[k] - t[keep[-1]] >= 0.5 * dt_min_s:
+            keep.append(k)
+    if t[-1] - t[keep[-1]] < 0.5 * dt_min_s and len(keep) > 1:
+        keep.pop()
+    keep.append(t.size - 1)
+    return t[keep]
+
+
 def _add_noise(rng: np.random.Generator, clean: np.ndarray, noise_rel: float) -> np.ndarray:
     if noise_rel <= 0:
         return clean.copy()
@@ -192,7 +206,7 @@ def _sequence(device: str, preset: DataPreset, seed: int) -> Sequence:
     else:
         ref: SpiceReferenceDevice = MOSFET if device == "mosfet" else BJT
         stimuli = [terminal_program(rng, preset.duration_s, lo, hi) for lo, hi in ref.input_range_v]
-        t = np.unique(np.concatenate([_grid(s, preset) for s in stimuli]))
+        t = _union_grid([_grid(s, preset) for s in stimuli], preset.dt_min_s)
         inputs, clean = ref.simulate(stimuli, t, max_step_s=preset.dt_max_s / 4)
     meta = {"seed": seed, "stimuli": [s.to_dict() for s in stimuli]}
     return Sequence(

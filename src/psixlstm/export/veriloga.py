@@ -1,14 +1,17 @@
 """Verilog-A that computes exactly the trained student's equations, for OpenVAF (no arrays, no hidden state).
 
 Walks the same layers as the PyTorch forward: every state is an internal node with ddt(), every weight a
-full-precision literal, the input and output scaling explicit. For a two-terminal (memristor) student:
+full-precision literal, the input and output scaling explicit. Inputs are the voltages of the driven terminals
+against the reference terminal (memristor p against n; MOSFET g, d against s; BJT b, c against e):
 
-    u = V(p, n) / v_scale                                          [1]
-    tau_j * ddt(V(x_j)) = -V(x_j) + g_j(V(x), u)                   state j, tau_j in seconds
-    I(p, n) = i_scale * u * softplus(c . f(V(x)) + d1 u + d2 u^2 + e)   [A]
+    u_k = V(node_k, ref) / v_scale_k                                [1]
+    tau_j * ddt(V(x_j)) = -V(x_j) + g_j(V(x), u)                    state j, tau_j in seconds
+    memristor:   I(p, n) = i_scale * u * exp(min(c . f(V(x)) + d1 u + d2 u^2 + e, 10))        [A]
+    MOSFET/BJT:  I(node_k, ref) = i_scale_k * (S_k(V(x), u) + t_scale * ddt(Q_k(V(x), u)))   [A]
 
-The initial state (all zero) is held at the operating point and at t = 0 by blending (DESIGN.md): no if/else
-between different contributions. The same model always gives byte-identical text.
+so the reference terminal carries minus the sum (KCL) and charge is conserved through ddt(Q). The initial state
+(all zero) is held at the operating point and at t = 0 by blending (DESIGN.md): no if/else between different
+contributions. The same model always gives byte-identical text.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from dataclasses import dataclass
 import torch
 
 from ..models.students import ClusteredTauStudent, ContinuousStudent, LowRankStudent
+
+# driven terminals (in the order of the dataset's inputs and outputs), reference terminal, port order
+TERMINALS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
+    "memristor": (("p",), "n", ("p", "n")),
+    "mosfet": (("g", "d"), "s", ("d", "g", "s")),
+    "bjt": (("b", "c"), "e", ("c", "b", "e")),
+}
 
 
 def _lit(x: float) -> str:
@@ -40,6 +50,9 @@ class VerilogAModel:
     text: str
     state_nodes: list[str]
     sha256: str
+    ports: tuple[str, ...] = ("p", "n")
+    driven: tuple[str, ...] = ("p",)  # terminals whose voltage against `reference` is an input, in input order
+    reference: str = "n"
 
 
 def _weights(linear: torch.nn.Linear) -> tuple[list[list[float]], list[float]]:
@@ -48,108 +61,146 @@ def _weights(linear: torch.nn.Linear) -> tuple[list[list[float]], list[float]]:
     return w, b
 
 
-def _clustered_drive(s: ClusteredTauStudent, lines: list[str]) -> list[str]:
+def _clustered_drive(s: ClusteredTauStudent, us: list[str], lines: list[str], reals: list[str]) -> list[str]:
     n, w1, b1 = s.n_states, *_weights(s.w1)
     w2, b2 = _weights(s.w2)
     xs = [f"V(x{j})" for j in range(n)]
     rest = s.cfg.physics.kind == "memristor"
     for h in range(len(w1)):
-        lines.append(f"        a{h} = tanh({_dot(w1[h], xs + ['u'], b1[h])});")
+        lines.append(f"        a{h} = tanh({_dot(w1[h], xs + us, b1[h])});")
+        reals.append(f"a{h}")
         if rest:  # the same layer at u = 0: the drive vanishes at V = 0
             lines.append(f"        r{h} = tanh({_dot(w1[h][:n], xs, b1[h])});")
-    hidden = [f"a{h}" for h in range(len(w1))]
+            reals.append(f"r{h}")
     if rest:
-        hidden = [f"(a{h} - r{h})" for h in range(len(w1))]
-        return [_dot(w2[j], hidden) for j in range(n)]
-    return [_dot(w2[j], hidden, b2[j]) for j in range(n)]
+        return [_dot(w2[j], [f"(a{h} - r{h})" for h in range(len(w1))]) for j in range(n)]
+    return [_dot(w2[j], [f"a{h}" for h in range(len(w1))], b2[j]) for j in range(n)]
 
 
-def _lowrank_drive(s: LowRankStudent, lines: list[str]) -> list[str]:
+def _lowrank_drive(s: LowRankStudent, us: list[str], lines: list[str], reals: list[str]) -> list[str]:
     r = s.cfg.rank
     we, be = _weights(s.embed)
     wk, bk = _weights(s.kvi)
+    rest = s.cfg.physics.kind == "memristor"
     for h in range(len(we)):
-        lines.append(f"        e{h} = tanh({_dot(we[h], ['u'], be[h])});")
-        if s.cfg.physics.kind == "memristor":
-            lines.append(f"        e0_{h} = tanh({_lit(be[h])});")
-    emb = [f"e{h}" for h in range(len(we))]
+        lines.append(f"        em{h} = tanh({_dot(we[h], us, be[h])});")
+        reals.append(f"em{h}")
+        if rest:
+            lines.append(f"        em0_{h} = tanh({_lit(be[h])});")
+            reals.append(f"em0_{h}")
+    emb = [f"em{h}" for h in range(len(we))]
     for j in range(r):
         lines.append(f"        k{j} = {_dot(wk[j], emb, bk[j])};")
         lines.append(f"        v{j} = {_dot(wk[r + j], emb, bk[r + j])};")
+        reals += [f"k{j}", f"v{j}"]
     gate = f"exp(min({_dot(wk[2 * r], emb, bk[2 * r])}, 10.0))"
-    if s.cfg.physics.kind == "memristor":
-        gate += f" - exp(min({_dot(wk[2 * r], [f'e0_{h}' for h in range(len(we))], bk[2 * r])}, 10.0))"
+    if rest:
+        gate += f" - exp(min({_dot(wk[2 * r], [f'em0_{h}' for h in range(len(we))], bk[2 * r])}, 10.0))"
     lines.append(f"        ig = {gate};")
+    reals.append("ig")
     drives = [f"ig * v{i} * k{j}" for i in range(r) for j in range(r)]
     return drives + [f"ig * k{j}" for j in range(r)]
+
+
+def _features(student: ContinuousStudent, lines: list[str], reals: list[str]) -> list[str]:
+    """The readout's view of the states: the states themselves, or the low-rank memory read with q."""
+    if not isinstance(student, LowRankStudent):
+        return [f"V(x{j})" for j in range(student.n_states)]
+    r, q = student.cfg.rank, student.q.detach().double().tolist()
+    lines.append(f"        nq = {_dot(q, [f'V(x{r * r + j})' for j in range(r)])};")
+    lines.append("        den = sqrt(nq * nq + 1.0);")
+    reals += ["nq", "den"]
+    return [f"({_dot(q, [f'V(x{i * r + j})' for j in range(r)])}) / den" for i in range(r)]
+
+
+def _readout(student: ContinuousStudent, feats: list[str], us: list[str], lines: list[str], reals: list[str]):
+    """Contribution expressions (normalised currents, one per driven terminal) of the student's readout."""
+    ro, physics = student.readout, student.cfg.physics
+    if physics.kind == "memristor":
+        gs_w, gs_b = _weights(ro.g_state)
+        gi_w = ro.g_input.weight.detach().double().tolist()[0]
+        lg = f"{_dot(gs_w[0], feats, gs_b[0])} + {_lit(gi_w[0])} * u0 + {_lit(gi_w[1])} * u0 * u0"
+        lines.append(f"        lg = {lg};  // log-conductance")
+        lines.append("        g_norm = exp(min(lg, 10.0));  // conductance / (i_scale / v_scale), bounded")
+        reals += ["lg", "g_norm"]
+        return ["u0 * g_norm"]
+    wi, bi = _weights(ro.static_in)
+    wo, bo = _weights(ro.static_out)
+    for h in range(len(wi)):
+        lines.append(f"        sh{h} = tanh({_dot(wi[h], feats + us, bi[h])});")
+        reals.append(f"sh{h}")
+    wq, bq = _weights(ro.charge)
+    outs = []
+    for k in range(student.cfg.n_out):
+        lines.append(f"        st{k} = {_dot(wo[k], [f'sh{h}' for h in range(len(wi))], bo[k])};")
+        if physics.kind == "mosfet" and k == physics.i_d_index:  # I_d = u_ds softplus(.): zero at V_DS = 0
+            lines.append(f"        st{k} = u{physics.v_ds_index} * (max(st{k}, 0.0) + ln(1.0 + exp(-abs(st{k}))));")
+        lines.append(f"        q{k} = {_dot(wq[k], feats + us, bq[k])};  // charge / (i_scale_{k} * t_scale)")
+        reals += [f"st{k}", f"q{k}"]
+        outs.append(f"st{k} + t_scale * ddt(q{k})")
+    return outs
 
 
 def emit_veriloga(
     student: ContinuousStudent, scales, module: str = "psix_student", provenance: dict | None = None
 ) -> VerilogAModel:
-    """The Verilog-A text of a trained two-terminal student (memristor physics)."""
+    """The Verilog-A text of a trained student: two terminals (memristor) or three (MOSFET d g s, BJT c b e)."""
     cfg = student.cfg
-    if cfg.physics.kind != "memristor" or cfg.n_in != 1 or cfg.n_out != 1:
+    kind = cfg.physics.kind
+    if kind not in TERMINALS or cfg.n_in != len(TERMINALS[kind][0]) or cfg.n_out != cfg.n_in:
         raise ValueError(
-            f"Verilog-A export supports two-terminal (memristor) students; got physics "
-            f"{cfg.physics.kind!r} with {cfg.n_in} inputs and {cfg.n_out} outputs"
+            f"Verilog-A export supports memristor (1 input), MOSFET and BJT (2 inputs) students with one current "
+            f"per driven terminal; got physics {kind!r} with {cfg.n_in} inputs and {cfg.n_out} outputs"
         )
-    v_scale, i_scale = float(scales.input_scale_v[0]), float(scales.output_scale_a[0])
+    driven, ref, ports = TERMINALS[kind]
+    v_scale = [float(v) for v in scales.input_scale_v]
+    i_scale = [float(a) for a in scales.output_scale_a]
     n = student.n_states
     taus = student.tau_per_state().detach().double().tolist()
-    body: list[str] = ["        u = V(p, n) / v_scale;"]
-    drives = (
-        _clustered_drive(student, body) if isinstance(student, ClusteredTauStudent) else _lowrank_drive(student, body)
-    )
-    if isinstance(student, LowRankStudent):
-        r, q = cfg.rank, student.q.detach().double().tolist()
-        body.append(f"        nq = {_dot(q, [f'V(x{r * r + j})' for j in range(r)])};")
-        body.append("        den = sqrt(nq * nq + 1.0);")
-        feats = [f"({_dot(q, [f'V(x{i * r + j})' for j in range(r)])}) / den" for i in range(r)]
-    else:
-        feats = [f"V(x{j})" for j in range(n)]
-    gs_w, gs_b = _weights(student.readout.g_state)
-    gi_w = student.readout.g_input.weight.detach().double().tolist()[0]
-    body.append(f"        s = {_dot(gs_w[0], feats, gs_b[0])} + {_lit(gi_w[0])} * u + {_lit(gi_w[1])} * u * u;")
-    body.append("        sp = max(s, 0.0) + ln(1.0 + exp(-abs(s)));  // softplus, overflow-free")
-    body.append("        I(p, n) <+ i_scale * u * sp;")
+    us = [f"u{k}" for k in range(cfg.n_in)]
+    reals = [*us, "k_init"]
+    body = [f"        u{k} = V({node}, {ref}) / v_scale_{k};" for k, node in enumerate(driven)]
+    drive_of = _clustered_drive if isinstance(student, ClusteredTauStudent) else _lowrank_drive
+    drives = drive_of(student, us, body, reals)
+    currents = _readout(student, _features(student, body, reals), us, body, reals)
+    for k, node in enumerate(driven):
+        body.append(f"        I({node}, {ref}) <+ i_scale_{k} * ({currents[k]});")
     body.append('        k_init = (analysis("static") || $abstime <= 0.0) ? 1.0 : 0.0;  // states start at 0')
     for j in range(n):
         body.append(
             f"        I(x{j}) <+ k_init * V(x{j}) + (1.0 - k_init) * (ddt({_lit(taus[j])} * V(x{j})) + V(x{j}) "
             f"- ({drives[j]}));"
         )
-    reals = ["u", "s", "sp", "k_init"]
-    if isinstance(student, ClusteredTauStudent):
-        h = student.w1.out_features
-        reals += [f"a{k}" for k in range(h)] + ([f"r{k}" for k in range(h)] if cfg.physics.kind == "memristor" else [])
-    else:
-        h = student.embed.out_features
-        reals += [f"e{k}" for k in range(h)] + [f"e0_{k}" for k in range(h)]
-        reals += [f"k{j}" for j in range(cfg.rank)] + [f"v{j}" for j in range(cfg.rank)] + ["ig", "nq", "den"]
     weights_hash = hashlib.sha256(
         b"".join(p.detach().double().numpy().tobytes() for p in student.state_dict().values())
     ).hexdigest()[:16]
+    scaling = ", ".join(
+        f"u{k} = V({node},{ref}) / {_lit(v_scale[k])} V, I({node},{ref}) = {_lit(i_scale[k])} A * y{k}"
+        for k, node in enumerate(driven)
+    )
     header = [
-        f"// {module}: psixlstm {cfg.kind} student, generated; do not edit by hand",
+        f"// {module}: psixlstm {cfg.kind} student ({kind}), generated; do not edit by hand",
         f"// weights sha256[:16] = {weights_hash}; {student.n_params} parameters, {n} states",
         f"// state time constants (s): {', '.join(_lit(t) for t in taus)}",
-        f"// scaling: u = V(p,n) / {_lit(v_scale)} V; I = {_lit(i_scale)} A * y",
+        f"// scaling: {scaling}",
     ]
     for key in sorted(provenance or {}):
         header.append(f"// {key}: {provenance[key]}")
+    params = [f"    parameter real v_scale_{k} = {_lit(v)};  // V" for k, v in enumerate(v_scale)]
+    params += [f"    parameter real i_scale_{k} = {_lit(a)};  // A" for k, a in enumerate(i_scale)]
+    if kind != "memristor":
+        params.append(f"    parameter real t_scale = {_lit(cfg.t_scale_s)};  // s, charge time unit")
     nodes = ", ".join(f"x{j}" for j in range(n))
     text = "\n".join(
         [
             *header,
             '`include "disciplines.vams"',
             "",
-            f"module {module}(p, n);",
-            "    inout p, n;",
-            "    electrical p, n;",
+            f"module {module}({', '.join(ports)});",
+            f"    inout {', '.join(ports)};",
+            f"    electrical {', '.join(ports)};",
             f"    electrical {nodes};  // student states (dimensionless)",
-            f"    parameter real v_scale = {_lit(v_scale)};  // V",
-            f"    parameter real i_scale = {_lit(i_scale)};  // A",
+            *params,
             f"    real {', '.join(reals)};",
             "",
             "    analog begin",
@@ -164,22 +215,41 @@ def emit_veriloga(
         text=text,
         state_nodes=[f"x{j}" for j in range(n)],
         sha256=hashlib.sha256(text.encode()).hexdigest(),
+        ports=ports,
+        driven=driven,
+        reference=ref,
     )
 
 
+def _sources(model: VerilogAModel, stimulus) -> list[tuple[str, str, object]]:
+    """(source name, node, stimulus) per driven terminal; `stimulus` is one stimulus or one per driven terminal."""
+    stims = list(stimulus) if isinstance(stimulus, list | tuple) else [stimulus]
+    if len(stims) != len(model.driven):
+        raise ValueError(f"{model.module} has driven terminals {model.driven}: give {len(model.driven)} stimuli")
+    return [(f"v{node}", node, stim) for node, stim in zip(model.driven, stims, strict=True)]
+
+
+def _port_nodes(model: VerilogAModel) -> list[str]:
+    """Circuit node of each port: driven terminals on their own nodes, the reference terminal on ground."""
+    return ["0" if port == model.reference else port for port in model.ports]
+
+
 def ngspice_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: float, max_step_s: float) -> str:
-    """A ready ngspice deck: the stimulus across the model, pre_osdi, transient, results to tran.raw."""
-    lines = [
-        f"* psixlstm testbench for {model.module}",
-        *stimulus.ngspice_lines("vp", "p", "0", t_stop_s),
-        f"N1 p 0 m_{model.module}",
+    """A ready ngspice deck: a source per driven terminal (reference grounded), pre_osdi, transient, tran.raw."""
+    sources = _sources(model, stimulus)
+    lines = [f"* psixlstm testbench for {model.module}"]
+    for name, node, stim in sources:
+        lines += stim.ngspice_lines(name, node, "0", t_stop_s)
+    saved = [f"v({node}) i({name})" for name, node, _ in sources]
+    lines += [
+        f"N1 {' '.join(_port_nodes(model))} m_{model.module}",
         f".model m_{model.module} {model.module}",
         ".options klu reltol=1e-4 method=trap",
         ".control",
         "set num_threads=1",
         f"pre_osdi {osdi_path}",
         f"tran {_lit(max_step_s)} {_lit(t_stop_s)} 0 {_lit(max_step_s)}",
-        f"write tran.raw v(p) i(vp) {' '.join(f'v(n1#{x})' for x in model.state_nodes)}",
+        f"write tran.raw {' '.join(saved)} {' '.join(f'v(n1#{x})' for x in model.state_nodes)}",
         "quit",
         ".endc",
         ".end",
@@ -195,11 +265,32 @@ def vacask_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: f
         f'load "{osdi_path}"',
         "model vsource vsource",
         f"model m_{model.module} {model.module}",
-        *stimulus.vacask_lines("vp", "p", "0", t_stop_s),
-        f"n1 (p 0) m_{model.module}",
+    ]
+    for name, node, stim in _sources(model, stimulus):
+        lines += stim.vacask_lines(name, node, "0", t_stop_s)
+    lines += [
+        f"n1 ({' '.join(_port_nodes(model))}) m_{model.module}",
         "control",
-        '  options reltol=1e-4 tran_method="trap"',
+        '  options reltol=1e-4 tran_method="trap" tran_fbr=0.05',
         f"  analysis tran1 tran step={_lit(max_step_s)} stop={_lit(t_stop_s)} maxstep={_lit(max_step_s)}",
         "endc",
     ]
     return "\n".join(lines) + "\n"
+
+
+def example_stimuli(kind: str, seed: int = 0) -> tuple[list, float, float]:
+    """Stimuli for a model's ready testbenches, one per driven terminal: the paper benchmark for a memristor, random
+    terminal programs inside the reference device's input ranges for a MOSFET or BJT. Returns (stimuli, t_stop s,
+    max step s)."""
+    import numpy as np
+
+    from .. import stimuli as st
+
+    if kind == "memristor":
+        return [st.paper_benchmark(seed=seed, duration_s=2e-3)], 2e-3, 0.2e-6
+    from ..data.generate import terminal_program
+    from ..devices.spice_reference import BJT, MOSFET
+
+    rng = np.random.default_rng(seed)
+    ref = MOSFET if kind == "mosfet" else BJT
+    return [terminal_program(rng, 2e-6, lo, hi) for lo, hi in ref.input_range_v], 2e-6, 1e-9

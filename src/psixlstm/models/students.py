@@ -1,7 +1,7 @@
 """Compact continuous-time students, SPICE-deployable by construction.
 
 A student is an ODE on a few states plus a readout, written with the layer kinds a Verilog-A emitter can unroll
-(linear maps, tanh, softplus):
+(linear maps, tanh, bounded exp):
 
     tau_j dx_j/dt = -x_j + g_j(x, u)              states: Verilog-A internal nodes with ddt()
     I = readout(x, u)                              physics structure as in the teacher's readout
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..physics import DevicePhysics, charge_current, static_structure
+from ..physics import DevicePhysics, static_structure
 from .base import ModelOutput, SequenceModel
 
 
@@ -69,8 +69,10 @@ class StudentConfig:
 
 
 class StudentReadout(nn.Module):
-    """Currents from states and inputs. Memristor: I = u softplus(c.x + d1 u + d2 u^2 + e) (affine in the states,
-    pinched and passive). MOSFET/BJT: static W tanh(.) plus dQ/dt of a charge affine in the states and inputs."""
+    """Currents from states and inputs. Memristor: I = u exp(min(c.x + d1 u + d2 u^2 + e, 10)): the log-conductance
+    is affine in the states (the filament/gap form of compact memristor models, where the conductance depends
+    exponentially on the state), pinched and passive. MOSFET/BJT: static W tanh(.) plus dQ/dt of a charge affine in
+    the states and inputs."""
 
     def __init__(self, cfg: StudentConfig, n_states: int):
         super().__init__()
@@ -86,10 +88,9 @@ class StudentReadout(nn.Module):
             self.charge = nn.Linear(n_states + cfg.n_in, cfg.n_out) if kind in ("mosfet", "bjt") else None
 
     def static(self, x: Tensor, u: Tensor) -> Tensor:
-        if self.cfg.physics.kind == "memristor":  # affine in the states
-            s = self.g_state(x) + self.g_input(torch.cat([u, u * u], -1))
-        else:
-            s = self.static_out(torch.tanh(self.static_in(torch.cat([x, u], -1))))
+        if self.cfg.physics.kind == "memristor":  # log-conductance affine in the states
+            return u * exp_limited(self.g_state(x) + self.g_input(torch.cat([u, u * u], -1)))
+        s = self.static_out(torch.tanh(self.static_in(torch.cat([x, u], -1))))
         return static_structure(self.cfg.physics, s, u)
 
     def charge_of(self, x: Tensor, u: Tensor) -> Tensor | None:
@@ -105,10 +106,31 @@ def backward_euler_steps(t_s: np.ndarray, breakpoints_s: np.ndarray) -> np.ndarr
     flags = np.zeros(t.size, bool)
     flags[1:2] = True
     if bps.size:
-        k = np.searchsorted(t, bps)
-        hit = (k < t.size - 1) & (np.abs(t[np.minimum(k, t.size - 1)] - bps) <= 1e-15 + 1e-9 * np.abs(bps))
+        right = np.minimum(np.searchsorted(t, bps), t.size - 1)
+        left = np.maximum(right - 1, 0)
+        k = np.where(np.abs(t[left] - bps) < np.abs(t[right] - bps), left, right)  # nearest grid point
+        hit = (k < t.size - 1) & (np.abs(t[k] - bps) <= 1e-15 + 1e-9 * np.abs(bps))
         flags[k[hit] + 1] = True
     return flags
+
+
+def spice_charge_current(
+    q: Tensor, q_prev: Tensor | None, i_prev: Tensor | None, dt: Tensor, backward_euler: Tensor, t_scale_s: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """dQ/dt as a SPICE simulator forms ddt(Q): per step h, i_k = ((q_k - q_{k-1}) / h - (1 - theta) i_{k-1}) / theta
+    with theta = 1/2 (trapezoidal) or 1 (backward Euler where `backward_euler` is 1), per t_scale_s. q (B, T, n);
+    before the first step q_prev = q[:, 0] and i_prev = 0 (the operating point). Returns (i, last q, last i)."""
+    q_before = q[:, 0] if q_prev is None else q_prev
+    i_before = torch.zeros_like(q_before) if i_prev is None else i_prev
+    theta = 0.5 + 0.5 * backward_euler
+    h = dt / t_scale_s
+    out = []
+    for t in range(q.shape[1]):
+        th = theta[:, t, None]
+        i_before = ((q[:, t] - q_before) / h[:, t, None] - (1 - th) * i_before) / th
+        q_before = q[:, t]
+        out.append(i_before)
+    return torch.stack(out, 1), q_before, i_before
 
 
 def linear_update(x: Tensor, g0: Tensor, g1: Tensor, h: Tensor, theta: Tensor, inv_tau: Tensor) -> Tensor:
@@ -174,12 +196,12 @@ class ContinuousStudent(SequenceModel):
         return x1
 
     def forward(self, u: Tensor, dt: Tensor, state=None, backward_euler: Tensor | None = None) -> ModelOutput:
-        """u (B, T, n_in), dt (B, T) s (dt[:, t] is the step from t-1 to t); state = (x, u_prev, q_prev)."""
+        """u (B, T, n_in), dt (B, T) s (dt[:, t] is the step from t-1 to t); state = (x, u_prev, q_prev, i_q_prev)."""
         b, t_len, _ = u.shape
         if state is None:
-            x, u_prev, q_prev = u.new_zeros(b, self.n_states), u[:, 0], None
+            x, u_prev, q_prev, i_q_prev = u.new_zeros(b, self.n_states), u[:, 0], None, None
         else:
-            x, u_prev, q_prev = state
+            x, u_prev, q_prev, i_q_prev = state
         be = backward_euler if backward_euler is not None else u.new_zeros(b, t_len)
         xs = []
         if self.state_independent_drive:  # drives of all steps at once, then the closed-form linear steps
@@ -193,15 +215,20 @@ class ContinuousStudent(SequenceModel):
                 x = self.step(x, u_prev, u[:, t], dt[:, t], be[:, t])
                 u_prev = u[:, t]
                 xs.append(x)
-        u_prev = u[:, -1]
         xs = torch.stack(xs, 1)
+        y, q_prev, i_q_prev = self.currents(xs, u, dt, be, q_prev, i_q_prev)
+        return ModelOutput(y=y, state=(x, u[:, -1], q_prev, i_q_prev), hidden=xs)
+
+    def currents(self, xs: Tensor, u: Tensor, dt: Tensor, be: Tensor, q_prev=None, i_q_prev=None):
+        """Terminal currents (B, T, n_out) from a state trajectory xs (B, T, N): static readout plus the charge
+        current formed like SPICE's ddt(Q). Returns (currents, last charge, last charge current)."""
         feats = self.readout_features(xs)
         y = self.readout.static(feats, u)
         q = self.readout.charge_of(feats, u)
-        if q is not None:
-            i_charge, q_prev = charge_current(q, q_prev, dt, self.cfg.t_scale_s)
-            y = y + i_charge
-        return ModelOutput(y=y, state=(x, u_prev, q_prev), hidden=xs)
+        if q is None:
+            return y, None, None
+        i_charge, q_prev, i_q_prev = spice_charge_current(q, q_prev, i_q_prev, dt, be, self.cfg.t_scale_s)
+        return y + i_charge, q_prev, i_q_prev
 
     def time_constants_s(self) -> list[float]:
         return [float(t) for t in self.tau_per_state().detach()]
