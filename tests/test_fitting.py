@@ -52,6 +52,17 @@ def test_teacher_time_constants_are_seconds(tiny, tmp_path):
     assert 1e-8 < float(taus["slstm"].median()) < 1.0  # seconds, not unitless numbers near 1
 
 
+@pytest.mark.parametrize(("device", "residual"), [("mosfet", "symmetry_residual"), ("bjt", "zero_bias_residual")])
+def test_three_terminal_teachers_train_with_their_physics(device, residual, tmp_path):
+    """MOSFET and BJT teachers train end to end (KCL and charge readout, physics residuals through the backward
+    pass) and report their residual metrics."""
+    ds = make_dataset(device, DataPreset(4, 0.5e-6, 0.5e-9, 50e-9), seed=1, progress=False, workers=1)
+    run = train_teacher(ds, TINY_TEACHER, tmp_path, progress=False, plots=False)
+    assert np.isfinite(run.metrics["test"]["vs_clean"]["nrmse"])
+    assert np.isfinite(run.metrics["physics"][residual])
+    assert all(np.isfinite(h["train_mse"]) for h in json.loads((tmp_path / "history.json").read_text()))
+
+
 def test_load_teacher_names_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-teacher"):
         load_teacher(tmp_path)

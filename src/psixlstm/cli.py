@@ -53,13 +53,32 @@ def _load_dataset(path: str):
     return Dataset.load(path)
 
 
+def _add_budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chunk-len",
+        type=int,
+        default=None,
+        help="truncated-BPTT window in steps (preset: 1024); a pure integrator such as the vteam-paper device "
+        "learns best from whole sequences (4096)",
+    )
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget per model (preset: default 9)")
+
+
+def _preset(args: argparse.Namespace):
+    """The named preset with the --chunk-len / --minutes overrides."""
+    from .config import teacher_preset
+
+    overrides = {k: v for k, v in (("chunk_len", args.chunk_len), ("max_minutes", args.minutes)) if v is not None}
+    return teacher_preset(args.preset, **overrides)
+
+
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
     from .fitting import train_teacher
 
     ds = _load_dataset(args.data)
     run = train_teacher(
         ds,
-        args.preset,
+        _preset(args),
         args.out,
         gating=args.gating,
         physics_weight=args.physics_weight,
@@ -257,7 +276,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 
     table = run_baselines(
         _load_dataset(args.data),
-        args.preset,
+        _preset(args),
         args.out,
         seed=args.seed,
         include_teachers=not args.no_teachers,
@@ -329,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gating", choices=["exp", "sigmoid"], default="exp", help="exponential (xLSTM) or sigmoid gates")
     p.add_argument("--physics-weight", type=float, default=None, help="scale of the physics residuals (0 = ablation)")
+    _add_budget_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -342,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="dataset directory (from psi-xlstm data)")
     p.add_argument("--preset", choices=["quick", "default", "paper"], default="default")
+    _add_budget_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-teachers", action="store_true", help="skip the three teacher variants")
     p.add_argument("--out", required=True, help="output directory")

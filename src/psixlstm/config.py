@@ -40,7 +40,7 @@ class TeacherPreset:
 TEACHER_PRESETS: dict[str, TeacherPreset] = {
     "quick": TeacherPreset(16, 2, 16, TrainConfig(epochs=4, chunk_len=256, batch_size=8, lr=5e-3, max_minutes=2)),
     "default": TeacherPreset(
-        32, 4, 32, TrainConfig(epochs=120, chunk_len=256, batch_size=4, lr=3e-3, patience=25, max_minutes=9.0)
+        32, 4, 32, TrainConfig(epochs=120, chunk_len=1024, batch_size=4, lr=3e-3, patience=25, max_minutes=9.0)
     ),
     "paper": TeacherPreset(
         64, 4, 64, TrainConfig(epochs=300, chunk_len=256, batch_size=8, lr=2e-3, patience=40, max_minutes=55.0)

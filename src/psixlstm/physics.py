@@ -60,10 +60,10 @@ def static_structure(physics: DevicePhysics, s: Tensor, u: Tensor) -> Tensor:
     I = u softplus(s), pinched and passive; MOSFET drain I_d = u_ds softplus(s_d), zero at V_DS = 0."""
     if physics.kind == "memristor":
         return u * softplus(s)
-    if physics.kind == "mosfet":
+    if physics.kind == "mosfet":  # out of place: softplus keeps its input for the backward pass
         k, j = physics.i_d_index, physics.v_ds_index
-        s = s.clone()
-        s[..., k] = u[..., j] * softplus(s[..., k])
+        i_d = u[..., j : j + 1] * softplus(s[..., k : k + 1])
+        return torch.cat([s[..., :k], i_d, s[..., k + 1 :]], -1)
     return s
 
 
