@@ -167,108 +167,38 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from . import spice
-    from .distillation import load_student
-    from .export.veriloga import emit_veriloga, example_stimuli, ngspice_testbench, vacask_testbench
+    from .export import export_student
 
-    student, scales, metrics = load_student(args.student)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    provenance = {
-        "student_dir": str(Path(args.student).resolve()),
-        "test_nrmse_vs_truth": metrics["test"]["vs_clean"]["nrmse"],
-        "units": "time s, voltage V, current A",
-    }
-    model = emit_veriloga(student, scales, module=args.module, provenance=provenance)
-    va = out / f"{args.module}.va"
-    va.write_text(model.text)
-    osdi = spice.compile_va(va, opt_level=args.opt_level, target_cpu="generic", output=out / f"{args.module}.osdi")
-    stims, t_stop, max_step = example_stimuli(student.cfg.physics.kind)
-    for name, bench in (("testbench_ngspice.cir", ngspice_testbench), ("testbench_vacask.sim", vacask_testbench)):
-        (out / name).write_text(bench(model, str(osdi.resolve()), stims, t_stop, max_step))
-    (out / "model.json").write_text(
-        json.dumps(
-            {
-                "module": model.module,
-                "state_nodes": model.state_nodes,
-                "ports": list(model.ports),
-                "driven": list(model.driven),
-                "reference": model.reference,
-                "sha256": model.sha256,
-                "student_dir": str(Path(args.student).resolve()),
-                "osdi": osdi.name,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {va} ({len(model.text.splitlines())} lines, {student.n_states} states), {osdi}, testbenches")
+    meta = export_student(args.student, args.out, module=args.module, opt_level=args.opt_level)
+    print(f"wrote {meta['va']} ({meta['lines']} lines, {meta['states']} states), {meta['osdi']}, testbenches")
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from .distillation import load_student
-    from .verification import robustness, verify_memristor_student, verify_terminal_student
+def _sci(value) -> str:
+    """A number, or one per terminal, in short scientific notation."""
+    return f"[{', '.join(f'{v:.2e}' for v in value)}]" if isinstance(value, list) else f"{value:.2e}"
 
-    meta = json.loads((Path(args.model) / "model.json").read_text())
-    student, scales, _ = load_student(meta["student_dir"])
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verification import robustness_failures, verify_export
+
     sims = ("ngspice", "vacask") if args.simulator == "both" else (args.simulator,)
-    osdi = Path(args.model) / meta["osdi"]
-    kind = student.cfg.physics.kind
-    if kind != "memristor":  # MOSFET / BJT: three terminals, the native SPICE device as reference
-        report = verify_terminal_student(
-            student,
-            kind,
-            scales.input_scale_v,
-            scales.output_scale_a,
-            osdi,
-            meta["module"],
-            tuple(meta["ports"]),
-            tuple(meta["driven"]),
-            meta["reference"],
-            meta["state_nodes"],
-            sims,
-        )
-        (Path(args.model) / "verify.json").write_text(json.dumps(report, indent=2))
-        for sim in sims:
-            print(f"{sim}: replay " + ", ".join(f"{k} {v}" for k, v in report[sim].items() if k.startswith("replay")))
-            print(f"{sim}: realistic-use NRMSE per terminal {report[sim]['adaptive_nrmse']}")
-        print(f"wrote {Path(args.model) / 'verify.json'}")
-        return 0
-    v_scale, i_scale = float(scales.input_scale_v[0]), float(scales.output_scale_a[0])  # largest |V|, |I| in training
-    report = verify_memristor_student(student, v_scale, i_scale, osdi, meta["module"], meta["state_nodes"], sims)
-    failed = 0
-    if args.robustness > 0:
-        report["robustness"] = robustness(
-            student,
-            v_scale,
-            i_scale,
-            osdi,
-            meta["module"],
-            meta["state_nodes"],
-            sims,
-            n=args.robustness,
-            seed=args.robustness_seed,
-            progress=not args.quiet,
-        )
-    (Path(args.model) / "verify.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report = verify_export(
+        args.model, sims, robustness_n=args.robustness, robustness_seed=args.robustness_seed, progress=not args.quiet
+    )
     for sim in sims:
-        print(
-            f"realistic use ({sim}, reltol 1e-4): NRMSE {report[sim]['adaptive_nrmse']:.2e} vs the converged PyTorch "
-            f"student (target {report['realistic_target_nrmse']:.0e}); the PyTorch student on the dataset grid: "
-            f"{report['pytorch_dataset_grid']['nrmse']:.2e}"
-        )
+        entry = report[sim]
+        print(f"{sim}: " + ", ".join(f"{k} {_sci(v)}" for k, v in entry.items() if k.startswith("replay_max")))
+        print(f"{sim}: realistic use (reltol 1e-4) NRMSE {_sci(entry['adaptive_nrmse'])} vs the converged student")
         if "robustness" in report:
             rob = report["robustness"][sim]
-            bad = rob["total"]["runs"] - rob["total"]["ok"] + (rob["dc_sweep"]["status"] != "ok")
-            failed += bad
             print(
                 f"robustness ({sim}): {rob['total']['ok']}/{rob['total']['runs']} runs ok, DC sweep "
-                f"{rob['dc_sweep']['status']}, {bad} failure(s): "
+                f"{rob['dc_sweep']['status']}: "
                 + ", ".join(f"{k} {v}" for k, v in rob["total"].items() if k not in ("runs", "ok"))
             )
     print(f"wrote {Path(args.model) / 'verify.json'}")
-    return 1 if failed else 0
+    return 1 if robustness_failures(report) else 0
 
 
 def _cmd_baselines(args: argparse.Namespace) -> int:

@@ -616,3 +616,66 @@ def verify_terminal_student(
     report["pytorch_vs_truth"] = [regression_metrics(y_ref[:, k], truth[:, k]) for k in range(y_ref.shape[1])]
     report["realistic_target_nrmse"] = REALISTIC_TARGET_NRMSE
     return report
+
+
+def robustness_failures(report: dict) -> int:
+    """Failed robustness runs plus failed DC sweeps over the simulators of a `verify_export` report."""
+    rob = report.get("robustness", {})
+    return sum(r["total"]["runs"] - r["total"]["ok"] + (r["dc_sweep"]["status"] != "ok") for r in rob.values())
+
+
+def verify_export(
+    model_dir,
+    simulators: tuple[str, ...] = ("ngspice", "vacask"),
+    robustness_n: int = 200,
+    robustness_seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Verify an exported model directory (from `export_student`) and write its verify.json: memristor students
+    with `verify_memristor_student` and `robustness_n` robustness cases, MOSFET/BJT students with
+    `verify_terminal_student`."""
+    import json
+    from pathlib import Path
+
+    from .artifacts import write_json
+    from .distillation import load_student
+
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    student, scales, _ = load_student(meta["student_dir"])
+    osdi = model_dir / meta["osdi"]
+    kind = student.cfg.physics.kind
+    if kind != "memristor":
+        report = verify_terminal_student(
+            student,
+            kind,
+            scales.input_scale_v,
+            scales.output_scale_a,
+            osdi,
+            meta["module"],
+            tuple(meta["ports"]),
+            tuple(meta["driven"]),
+            meta["reference"],
+            meta["state_nodes"],
+            simulators,
+        )
+    else:
+        v_scale, i_scale = float(scales.input_scale_v[0]), float(scales.output_scale_a[0])
+        report = verify_memristor_student(
+            student, v_scale, i_scale, osdi, meta["module"], meta["state_nodes"], simulators
+        )
+        if robustness_n > 0:
+            report["robustness"] = robustness(
+                student,
+                v_scale,
+                i_scale,
+                osdi,
+                meta["module"],
+                meta["state_nodes"],
+                simulators,
+                n=robustness_n,
+                seed=robustness_seed,
+                progress=progress,
+            )
+    write_json(model_dir / "verify.json", report)
+    return report
