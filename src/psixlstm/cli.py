@@ -201,6 +201,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if robustness_failures(report) else 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import RunConfig, run_pipeline
+
+    sims = ("ngspice", "vacask") if args.simulator == "both" else (args.simulator,)
+    cfg = RunConfig(args.device, args.preset, args.seeds, args.baselines, sims)
+    metrics = run_pipeline(cfg, args.out, progress=not args.quiet)
+    for name, m in metrics["models"].items():
+        print(f"{name:<20} params {m['params']:>6}  NRMSE {m['nrmse']:.4f}  R^2 {m['r2']:.4f}")
+    for sim, s in metrics["spice"].items():
+        replay, nrmse = _sci(s["replay_max_rel_err"]), _sci(s["adaptive_nrmse"])
+        print(f"{sim}: replay {replay}, realistic NRMSE {nrmse}, robustness failures {s['failures']}")
+    print(f"total {metrics['timing']['total_s']:.0f} s; wrote {Path(args.out) / 'metrics.json'}, report.html")
+    return 0
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from .fitting import run_baselines, summary_table
 
@@ -283,6 +298,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train_teacher)
+
+    p = sub.add_parser(
+        "run",
+        help="the whole pipeline: data, teacher, discovery, students, Verilog-A, SPICE verification, report",
+        description="Waveforms in, verified Verilog-A and a report out. Every stage lands under OUT; a rerun skips "
+        "stages whose inputs did not change and a killed run resumes. Writes OUT/metrics.json and OUT/report.html.",
+    )
+    p.add_argument("--device", choices=["memristor", "vteam-paper", "mosfet", "bjt"], default="memristor")
+    p.add_argument(
+        "--preset",
+        choices=["quick", "default", "paper"],
+        default="default",
+        help="quick: about a minute (tests); default: <= 10 minutes on 2 cores; paper: 46K-parameter teacher",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="teacher and students per seed; the table shows mean +- std")
+    p.add_argument("--baselines", action="store_true", help="also train every baseline at the teacher's budget")
+    p.add_argument("--simulator", choices=["ngspice", "vacask", "both"], default="both")
+    p.add_argument("--out", default="runs/memristor", help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
         "baselines",

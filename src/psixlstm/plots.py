@@ -154,3 +154,16 @@ def plot_singular_values(discovery, path: str | Path) -> Path:
     ax.legend(fontsize=7)
     ax_e.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_iv_loops(seq, preds: dict, path: str | Path) -> Path:
+    """Current against voltage (first input and output) for truth and models: the pinched hysteresis loops."""
+    truth = (seq.outputs_clean_a if seq.outputs_clean_a is not None else seq.outputs_a)[:, 0]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot(seq.inputs_v[:, 0], truth, color="k", lw=1.2, label="truth")
+    for name, pred in preds.items():
+        ax.plot(seq.inputs_v[:, 0], pred[:, 0], lw=0.8, label=name)
+    ax.set_xlabel("V (V)")
+    ax.set_ylabel("I (A)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
