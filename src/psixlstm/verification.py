@@ -163,6 +163,23 @@ def _run(
     )
 
 
+def cost_ratio(student_run, reference_run, reference: str) -> dict:
+    """Wall time per accepted step (us) of the student and of the reference device in the same testbench, their
+    ratio, accepted points and Newton iterations (the two runs must come from one session: machines are noisy)."""
+    per_step = student_run.stats.wall_time_s / max(student_run.stats.accepted_points, 1)
+    ref_per_step = reference_run.stats.wall_time_s / max(reference_run.stats.accepted_points, 1)
+    return {
+        "student_us_per_step": 1e6 * per_step,
+        "reference_us_per_step": 1e6 * ref_per_step,
+        "cost_ratio_vs_reference": per_step / ref_per_step,
+        "student_accepted": student_run.stats.accepted_points,
+        "reference_accepted": reference_run.stats.accepted_points,
+        "student_newton": student_run.stats.newton_iterations,
+        "reference_newton": reference_run.stats.newton_iterations,
+        "reference": reference,
+    }
+
+
 def _waves(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Accepted times (s, duplicates dropped), the device current (A) and voltage (V) of a `_run`."""
     t, keep = np.unique(w.axis, return_index=True)
@@ -225,17 +242,7 @@ def verify_memristor_student(
             sim,
             params=memristor.MemristorParams().to_dict(),
         )
-        per_step = w.stats.wall_time_s / max(w.stats.accepted_points, 1)
-        ref_per_step = ref.stats.wall_time_s / max(ref.stats.accepted_points, 1)
-        entry["cost"] = {
-            "student_us_per_step": 1e6 * per_step,
-            "reference_us_per_step": 1e6 * ref_per_step,
-            "cost_ratio_vs_reference": per_step / ref_per_step,
-            "student_accepted": w.stats.accepted_points,
-            "reference_accepted": ref.stats.accepted_points,
-            "student_newton": w.stats.newton_iterations,
-            "reference_newton": ref.stats.newton_iterations,
-        }
+        entry["cost"] = cost_ratio(w, ref, memristor.VA_MODULE)
         report[sim] = entry
 
     points = [grid] + [t for sim_runs in runs.values() for t, _ in sim_runs.values()]
@@ -582,18 +589,7 @@ def verify_terminal_student(
             ref_circuit = native.circuit(stims)
             analysis = spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=REALISTIC_RELTOL)
             ref = spice.run_ngspice(ref_circuit, analysis)
-            per_step = w.stats.wall_time_s / max(w.stats.accepted_points, 1)
-            ref_per_step = ref.stats.wall_time_s / max(ref.stats.accepted_points, 1)
-            entry["cost"] = {
-                "student_us_per_step": 1e6 * per_step,
-                "reference_us_per_step": 1e6 * ref_per_step,
-                "cost_ratio_vs_reference": per_step / ref_per_step,
-                "student_accepted": w.stats.accepted_points,
-                "reference_accepted": ref.stats.accepted_points,
-                "student_newton": w.stats.newton_iterations,
-                "reference_newton": ref.stats.newton_iterations,
-                "reference": native.name,
-            }
+            entry["cost"] = cost_ratio(w, ref, native.name)
         report[sim] = entry
     t_ref, y_ref = converged_replay(student, v_scale, i_scale, stims, duration_s, [t for t, _ in realistic.values()])
     points = [t for t, _ in realistic.values()]
