@@ -616,8 +616,8 @@ def verify_terminal_student(
 
 def robustness_failures(report: dict) -> int:
     """Failed robustness runs plus failed DC sweeps over the simulators of a `verify_export` report."""
-    rob = report.get("robustness", {})
-    return sum(r["total"]["runs"] - r["total"]["ok"] + (r["dc_sweep"]["status"] != "ok") for r in rob.values())
+    per_sim = [r for r in report.get("robustness", {}).values() if isinstance(r, dict) and "total" in r]
+    return sum(r["total"]["runs"] - r["total"]["ok"] + (r["dc_sweep"]["status"] != "ok") for r in per_sim)
 
 
 def verify_export(
