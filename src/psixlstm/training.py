@@ -322,10 +322,11 @@ def train_model(
         state["seconds"] = time.perf_counter() - start_wall
         if epoch == 0:
             state["steps_per_epoch"] = state["steps"]  # measured: padding ends some sequences early
-        if epoch == 0 and cfg.max_minutes is not None:
-            # anneal the learning rate over the epochs that fit the budget, not over epochs that will never run
-            fit = int(0.95 * 60 * cfg.max_minutes / max(state["seconds"], 1e-9))
-            state["planned_epochs"] = max(1, min(cfg.epochs, fit))
+        if cfg.max_minutes is not None:
+            # anneal the learning rate over the epochs that fit the budget (not over epochs that will never run),
+            # re-planned from the mean epoch time so far, so a slow first epoch (a busy machine) is not decisive
+            fit = int(0.95 * 60 * cfg.max_minutes / max(state["seconds"] / (epoch + 1), 1e-9))
+            state["planned_epochs"] = max(epoch + 1, min(cfg.epochs, fit))
             bar.total = state["planned_epochs"]
         if state["bad_epochs"] >= cfg.patience:
             state["stopped"] = "early_stopping"
