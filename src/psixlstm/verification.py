@@ -100,11 +100,13 @@ def converged_replay(
     coarsen: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The student's converged solution: `replay` on a multi-rate grid from `reference_dt_min` (after every
-    breakpoint) to 1 us (at most 1/1000 of the run), 100 steps per tone period, for one stimulus or one per
-    driven terminal (`stim` a list), all times `coarsen` x longer, joined with the points
+    breakpoint) to 1 us (at most 1/1000 of the run and the fastest time constant), 100 steps per tone period, for
+    one stimulus or one per driven terminal (`stim` a list), all times `coarsen` x longer, joined with the points
     `include_s` (s), so that the solution is available exactly at them. Returns (t_s, current A)."""
     stims = list(stim) if isinstance(stim, list | tuple) else [stim]
-    dt_max = min(REFERENCE_DT_MAX_S, t_stop_s / 1000.0)
+    # steps no longer than the fastest time constant: trapezoidal steps far beyond a stiff mode are A- but not
+    # L-stable and leave it ringing, which ddt(Q) passes on to the terminal current
+    dt_max = min(REFERENCE_DT_MAX_S, t_stop_s / 1000.0, min(student.time_constants_s()))
     fine = [
         st.multirate_grid(
             s,
