@@ -135,6 +135,7 @@ def student_config(
         rank=preset.rank,
         input_scale_v=tuple(float(x) for x in sc.input_scale_v),
         t_scale_s=teacher.cfg.t_scale_s,
+        tau_floor_s=float(sc.dt_min_s),
     )
 
 

@@ -50,6 +50,9 @@ class StudentConfig:
     input_scale_v: tuple[float, ...] = (1.0,)
     t_scale_s: float = 1e-6
     newton_iterations: int = 3
+    # s: no time constant below it (the data's finest step: faster ones are not identifiable from the data and only
+    # make the ODE stiff, which trapezoidal SPICE steps leave ringing)
+    tau_floor_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("clustered", "lowrank"):
@@ -151,6 +154,15 @@ class ContinuousStudent(SequenceModel):
         super().__init__()
         self.cfg = cfg
 
+    def _init_log_tau(self) -> nn.Parameter:
+        """log(tau - tau_floor) of the initial time constants (kept above 1e-3 tau)."""
+        tau = torch.tensor(self.cfg.tau_s, dtype=torch.float64)
+        return nn.Parameter(torch.log(torch.clamp(tau - self.cfg.tau_floor_s, min=1e-3 * tau)).float())
+
+    def cluster_tau(self) -> Tensor:
+        """The learned time constants (s), one per cluster / discovered tau: tau_floor + exp(log_tau)."""
+        return self.cfg.tau_floor_s + torch.exp(self.log_tau)
+
     # ---- to be defined by the two kinds ----
     def tau_per_state(self) -> Tensor:
         raise NotImplementedError
@@ -239,14 +251,14 @@ class ClusteredTauStudent(ContinuousStudent):
         super().__init__(cfg)
         k, m = len(cfg.tau_s), cfg.states_per_cluster
         self.n_states = k * m
-        self.log_tau = nn.Parameter(torch.log(torch.tensor(cfg.tau_s, dtype=torch.float32)))  # one per cluster
+        self.log_tau = self._init_log_tau()  # one per cluster
         self.register_buffer("cluster_of_state", torch.arange(k).repeat_interleave(m))
         self.w1 = nn.Linear(self.n_states + cfg.n_in, cfg.drive_hidden)
         self.w2 = nn.Linear(cfg.drive_hidden, self.n_states)
         self.readout = StudentReadout(cfg, self.n_states)
 
     def tau_per_state(self) -> Tensor:
-        return torch.exp(self.log_tau)[self.cluster_of_state]  # tied within a cluster
+        return self.cluster_tau()[self.cluster_of_state]  # tied within a cluster
 
     def _layer(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         a = torch.tanh(self.w1(torch.cat([x, u], -1)))
@@ -262,7 +274,7 @@ class ClusteredTauStudent(ContinuousStudent):
 
     @property
     def cluster_tau_s(self) -> list[float]:
-        return [float(t) for t in torch.exp(self.log_tau.detach())]
+        return [float(t) for t in self.cluster_tau().detach()]
 
 
 class LowRankStudent(ContinuousStudent):
@@ -273,7 +285,7 @@ class LowRankStudent(ContinuousStudent):
         r = cfg.rank
         self.n_states = r * r + r
         k = len(cfg.tau_s)
-        self.log_tau = nn.Parameter(torch.log(torch.tensor(cfg.tau_s, dtype=torch.float32)))
+        self.log_tau = self._init_log_tau()
         # memory row i and normaliser entry i relax with time constant i mod K (the discovered clusters)
         rows = torch.cat([torch.arange(r).repeat_interleave(r), torch.arange(r)])
         self.register_buffer("tau_index", rows % k)
@@ -283,7 +295,7 @@ class LowRankStudent(ContinuousStudent):
         self.readout = StudentReadout(cfg, r)
 
     def tau_per_state(self) -> Tensor:
-        return torch.exp(self.log_tau)[self.tau_index]
+        return self.cluster_tau()[self.tau_index]
 
     def drive(self, x: Tensor | None, u: Tensor) -> tuple[Tensor, None]:
         r = self.cfg.rank
