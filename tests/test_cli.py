@@ -115,6 +115,8 @@ def test_discover_and_distill_commands(tmp_path, capsys):
                 "lowrank",
                 "--preset",
                 "quick",
+                "--minutes",
+                "1.5",
                 "--out",
                 str(student),
                 "--quiet",

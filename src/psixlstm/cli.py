@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -137,23 +138,24 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from .discovery import Discovery
-    from .distillation import ablation, distill
+    from .distillation import DISTILL_PRESETS, ablation, distill
     from .fitting import load_teacher
 
     teacher, _, teacher_metrics = load_teacher(args.teacher)
     ds = _teacher_data(args)
     disc = Discovery.load(args.discovery)
+    preset = DISTILL_PRESETS[args.preset]
+    if args.minutes is not None:
+        preset = replace(preset, train=replace(preset.train, max_minutes=args.minutes))
     if args.ablation:
-        table = ablation(
-            teacher, ds, disc, args.student, args.preset, args.out, seed=args.seed, progress=not args.quiet
-        )
+        table = ablation(teacher, ds, disc, args.student, preset, args.out, seed=args.seed, progress=not args.quiet)
         for name, row in table.items():
             print(
                 f"{name:<20} NRMSE vs truth {row['test_vs_truth']['nrmse']:.4f}  vs teacher "
                 f"{row['test_vs_teacher']['nrmse']:.4f}"
             )
         return 0
-    run = distill(teacher, ds, disc, args.student, args.preset, args.out, seed=args.seed, progress=not args.quiet)
+    run = distill(teacher, ds, disc, args.student, preset, args.out, seed=args.seed, progress=not args.quiet)
     m = run.metrics
     t_nrmse = teacher_metrics["test"]["vs_clean"]["nrmse"]
     print(
@@ -361,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset directory (default: the one recorded with the teacher)")
     p.add_argument("--preset", choices=["quick", "default", "paper"], default="default")
     p.add_argument("--ablation", action="store_true", help="run the RRAD ablation table instead of one student")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget per student (preset: default 8); the clustered student gains from more",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
