@@ -13,6 +13,7 @@ from psixlstm import spice
 from psixlstm import stimuli as st
 from psixlstm.data import Scales
 from psixlstm.export import emit_veriloga
+from psixlstm.export.veriloga import circuit_nodes
 from psixlstm.models.students import StudentConfig, build_student
 from psixlstm.physics import DevicePhysics
 from psixlstm.verification import replay
@@ -112,7 +113,7 @@ def test_three_terminal_spice_matches_pytorch_replay(kind, device, simulator, me
     va = emit_veriloga(s, scales, module=f"t3_{kind}_{device}")
     (tmp_path / "m.va").write_text(va.text)
     osdi = spice.compile_va(tmp_path / "m.va", opt_level=0, cache_dir=tmp_path)
-    nodes = tuple("0" if p == va.reference else p for p in va.ports)
+    nodes = circuit_nodes(va.ports, va.reference)
     sources = [spice.VoltageSource(f"v{n}", n, "0", waveform=w) for n, w in zip(va.driven, TERMINAL_STIMS, strict=True)]
     circuit = spice.Circuit(
         "replay3", [*sources, spice.OsdiDevice("dut", nodes, va.module, osdi, {}, tuple(va.state_nodes))]

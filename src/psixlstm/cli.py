@@ -176,6 +176,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulators(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("ngspice", "vacask") if args.simulator == "both" else (args.simulator,)
+
+
 def _sci(value) -> str:
     """A number, or one per terminal, in short scientific notation."""
     return f"[{', '.join(f'{v:.2e}' for v in value)}]" if isinstance(value, list) else f"{value:.2e}"
@@ -184,7 +188,7 @@ def _sci(value) -> str:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .verification import robustness_failures, verify_export
 
-    sims = ("ngspice", "vacask") if args.simulator == "both" else (args.simulator,)
+    sims = _simulators(args)
     report = verify_export(
         args.model, sims, robustness_n=args.robustness, robustness_seed=args.robustness_seed, progress=not args.quiet
     )
@@ -206,7 +210,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import RunConfig, run_pipeline
 
-    sims = ("ngspice", "vacask") if args.simulator == "both" else (args.simulator,)
+    sims = _simulators(args)
     cfg = RunConfig(args.device, args.preset, args.seeds, args.baselines, sims)
     metrics = run_pipeline(cfg, args.out, progress=not args.quiet)
     for name, m in metrics["models"].items():

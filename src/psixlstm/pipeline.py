@@ -261,7 +261,7 @@ def _mean_std(values: list) -> dict:
 
 def _collect(cfg: RunConfig, per_seed: list[dict], spice_report: dict, stages: Stages, total_s: float, version: str):
     """metrics.json: models (seed 0 values, and mean/std over seeds), discovery, spice, timing, version, config."""
-    from .verification import robustness_failures
+    from .verification import failed_runs
 
     models = {}
     for name, row in per_seed[0]["models"].items():
@@ -284,7 +284,7 @@ def _collect(cfg: RunConfig, per_seed: list[dict], spice_report: dict, stages: S
             "replay_all": replay,
             "adaptive_nrmse": entry.get("adaptive_nrmse"),
             "cost_ratio_vs_reference": entry.get("cost", {}).get("cost_ratio_vs_reference"),
-            "failures": None if rob is None else robustness_failures({"robustness": {sim: rob}}),
+            "failures": None if rob is None else failed_runs(rob),
             "robustness_runs": None if rob is None else rob["total"]["runs"],
         }
     return {

@@ -243,7 +243,7 @@ def train_model(
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     state = {
         "epoch": 0,
-        "planned_epochs": cfg.epochs,  # with a time budget: re-planned after the first epoch
+        "planned_epochs": cfg.epochs,  # with a time budget: re-planned after every epoch
         "history": [],
         "best_val": math.inf,
         "best_epoch": -1,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import stimuli as st
+from .export.veriloga import circuit_nodes
 from .models.students import ContinuousStudent, backward_euler_steps
 
 REALISTIC_RELTOL = 1e-4
@@ -92,8 +93,8 @@ def reference_dt_min(student: ContinuousStudent) -> float:
 
 def converged_replay(
     student: ContinuousStudent,
-    v_scale: float,
-    i_scale: float,
+    v_scale,
+    i_scale,
     stim: st.Stimulus,
     t_stop_s: float,
     include_s: list[np.ndarray],
@@ -102,7 +103,8 @@ def converged_replay(
     """The student's converged solution: `replay` on a multi-rate grid from `reference_dt_min` (after every
     breakpoint) to 1 us (at most 1/1000 of the run and the fastest time constant), 100 steps per tone period, for
     one stimulus or one per driven terminal (`stim` a list), all times `coarsen` x longer, joined with the points
-    `include_s` (s), so that the solution is available exactly at them. Returns (t_s, current A)."""
+    `include_s` (s), so that the solution is available exactly at them. v_scale, i_scale as in `replay`.
+    Returns (t_s, currents A)."""
     stims = list(stim) if isinstance(stim, list | tuple) else [stim]
     # steps no longer than the fastest time constant: trapezoidal steps far beyond a stiff mode are A- but not
     # L-stable and leave it ringing, which ddt(Q) passes on to the terminal current
@@ -558,20 +560,20 @@ def verify_terminal_student(
     rng = np.random.default_rng(seed)
     stims = [terminal_program(rng, duration_s, lo, hi) for lo, hi in native.input_range_v]
     bps = np.concatenate([s.breakpoints(duration_s) for s in stims])
-    max_step = min(bandwidth_max_step(s, duration_s) for s in stims + [st.Dc(0.0)])
-    max_step = min(max_step, duration_s / 200.0)
-    nodes = tuple("0" if p == reference else p for p in ports)
+    max_step = min(min(bandwidth_max_step(s, duration_s) for s in stims), duration_s / 200.0)
     circuit = spice.Circuit(
         "verify3",
         [
             *(spice.VoltageSource(f"v{n}", n, "0", waveform=w) for n, w in zip(driven, stims, strict=True)),
-            spice.OsdiDevice("dut", nodes, module, osdi_path, {}, tuple(state_nodes)),
+            spice.OsdiDevice("dut", circuit_nodes(ports, reference), module, osdi_path, {}, tuple(state_nodes)),
         ],
     )
 
+    def transient(reltol: float, method: str = "trap"):
+        return spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=reltol, method=method)
+
     def run(sim: str, reltol: float, method: str = "trap"):
-        analysis = spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=reltol, method=method)
-        w = spice.run_circuit(circuit, analysis, sim)
+        w = spice.run_circuit(circuit, transient(reltol, method), sim)
         t, keep = np.unique(w.axis, return_index=True)
         i = np.stack([-w.current(f"v{n}")[keep] for n in driven], 1)
         return w, t, i, np.stack([w.voltage(n)[keep] for n in driven], 1)
@@ -590,14 +592,12 @@ def verify_terminal_student(
         w, t, i_sp, _ = run(sim, REALISTIC_RELTOL)
         realistic[sim] = (t, i_sp)
         entry["accepted_points"] = w.stats.accepted_points
-        if sim == "ngspice":
-            ref_circuit = native.circuit(stims)
-            analysis = spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=REALISTIC_RELTOL)
-            ref = spice.run_ngspice(ref_circuit, analysis)
+        if sim == "ngspice":  # the native devices are ngspice's own
+            ref = spice.run_ngspice(native.circuit(stims), transient(REALISTIC_RELTOL))
             entry["cost"] = cost_ratio(w, ref, native.name)
         report[sim] = entry
-    t_ref, y_ref = converged_replay(student, v_scale, i_scale, stims, duration_s, [t for t, _ in realistic.values()])
     points = [t for t, _ in realistic.values()]
+    t_ref, y_ref = converged_replay(student, v_scale, i_scale, stims, duration_s, points)
     t_chk, y_chk = converged_replay(student, v_scale, i_scale, stims, duration_s, points, REFERENCE_CHECK_FACTOR)
     _, truth = native.simulate(stims, t_ref, max_step_s=max_step / 4)
     scale = np.std(y_ref, axis=0)
@@ -619,10 +619,16 @@ def verify_terminal_student(
     return report
 
 
+def failed_runs(robustness_entry: dict) -> int:
+    """Failed robustness runs plus a failed DC sweep, of one simulator's entry of a `robustness` report."""
+    total = robustness_entry["total"]
+    return total["runs"] - total["ok"] + (robustness_entry["dc_sweep"]["status"] != "ok")
+
+
 def robustness_failures(report: dict) -> int:
-    """Failed robustness runs plus failed DC sweeps over the simulators of a `verify_export` report."""
+    """`failed_runs` summed over the simulators of a `verify_export` report."""
     per_sim = [r for r in report.get("robustness", {}).values() if isinstance(r, dict) and "total" in r]
-    return sum(r["total"]["runs"] - r["total"]["ok"] + (r["dc_sweep"]["status"] != "ok") for r in per_sim)
+    return sum(failed_runs(r) for r in per_sim)
 
 
 def verify_export(

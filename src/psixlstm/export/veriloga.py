@@ -229,9 +229,9 @@ def _sources(model: VerilogAModel, stimulus) -> list[tuple[str, str, object]]:
     return [(f"v{node}", node, stim) for node, stim in zip(model.driven, stims, strict=True)]
 
 
-def _port_nodes(model: VerilogAModel) -> list[str]:
+def circuit_nodes(ports, reference: str) -> tuple[str, ...]:
     """Circuit node of each port: driven terminals on their own nodes, the reference terminal on ground."""
-    return ["0" if port == model.reference else port for port in model.ports]
+    return tuple("0" if port == reference else port for port in ports)
 
 
 def ngspice_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: float, max_step_s: float) -> str:
@@ -242,7 +242,7 @@ def ngspice_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: 
         lines += stim.ngspice_lines(name, node, "0", t_stop_s)
     saved = [f"v({node}) i({name})" for name, node, _ in sources]
     lines += [
-        f"N1 {' '.join(_port_nodes(model))} m_{model.module}",
+        f"N1 {' '.join(circuit_nodes(model.ports, model.reference))} m_{model.module}",
         f".model m_{model.module} {model.module}",
         ".options klu reltol=1e-4 method=trap",
         ".control",
@@ -269,7 +269,7 @@ def vacask_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: f
     for name, node, stim in _sources(model, stimulus):
         lines += stim.vacask_lines(name, node, "0", t_stop_s)
     lines += [
-        f"n1 ({' '.join(_port_nodes(model))}) m_{model.module}",
+        f"n1 ({' '.join(circuit_nodes(model.ports, model.reference))}) m_{model.module}",
         "control",
         '  options reltol=1e-4 tran_method="trap" tran_fbr=0.05',
         f"  analysis tran1 tran step={_lit(max_step_s)} stop={_lit(t_stop_s)} maxstep={_lit(max_step_s)}",
