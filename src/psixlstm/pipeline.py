@@ -7,7 +7,8 @@ Every stage writes its artifacts under OUT/<stage>/ and a `stage.json` with the 
 configuration that matters to it and the fingerprints of the stages it reads). A rerun skips a stage whose
 fingerprint is unchanged, reruns it (after removing the stale directory) when it changed, and resumes a stage that
 was killed (its directory exists without `stage.json`: training checkpoints are picked up). With several seeds the
-teacher, discovery and students run once per seed (OUT/seed<k>/...), data once, export and SPICE for seed 0.
+teacher, discovery and students run once per seed (OUT/seed<k>/...), data once, export and SPICE for the first
+seed (`RunConfig.seed`, 0 unless a sweep cell asks for another).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class RunConfig:
     seeds: int = 1
     baselines: bool = False  # also train every baseline at the teacher's budget
     simulators: tuple[str, ...] = ("ngspice", "vacask")
+    seed: int = 0  # the first training seed: teacher and students run for seed, ..., seed + seeds - 1
 
     def __post_init__(self) -> None:
         from .data.generate import DEVICES
@@ -65,6 +67,8 @@ class RunConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(RUN_BUDGETS)}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     @property
     def budget(self) -> RunBudget:
@@ -157,7 +161,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> 
     distill_p = replace(distill_base, train=replace(distill_base.train, max_minutes=b.distill_minutes))
     data_dir = str((out / "data").resolve())
     per_seed: list[dict] = []
-    for seed in range(cfg.seeds):
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         tag = f"seed{seed}"
 
         def teacher_stage(d: Path, seed: int = seed) -> dict:
@@ -206,8 +210,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> 
         stages.run(
             f"veriloga_{kind}",
             {"module": f"psix_{kind}"},
-            lambda d, kind=kind: export_student(out / "seed0" / kind, d, module=f"psix_{kind}", opt_level=1),
-            after=(f"seed0/{kind}",),
+            lambda d, kind=kind: export_student(out / f"seed{cfg.seed}" / kind, d, module=f"psix_{kind}", opt_level=1),
+            after=(f"seed{cfg.seed}/{kind}",),
         )
         exported[kind] = json.loads((out / f"veriloga_{kind}" / "model.json").read_text())
     spice_report = stages.run(
@@ -260,7 +264,7 @@ def _mean_std(values: list) -> dict:
 
 
 def _collect(cfg: RunConfig, per_seed: list[dict], spice_report: dict, stages: Stages, total_s: float, version: str):
-    """metrics.json: models (seed 0 values, and mean/std over seeds), discovery, spice, timing, version, config."""
+    """metrics.json: models (first seed, and mean/std over seeds), discovery, spice, timing, version, config."""
     from .verification import failed_runs
 
     models = {}

@@ -32,18 +32,19 @@ def _num(x, fmt: str = ".4g") -> str:
     return format(x, fmt) if isinstance(x, int | float) else html.escape(str(x))
 
 
-def _figures(out: Path, dataset: Dataset) -> list[Path]:
-    """Waveforms, I-V loops and spectra of the first test sequence for truth, teacher and both students."""
+def _figures(out: Path, seed_dir: Path, dataset: Dataset) -> list[Path]:
+    """Waveforms, I-V loops and spectra of the first test sequence for truth, teacher and both students (of the
+    run's first seed, under `seed_dir`)."""
     from .distillation import load_student
     from .fitting import dataset_bands, load_teacher
     from .plots import plot_iv_loops, plot_predictions, plot_spectrum
     from .training import predict
 
     seq = dataset.subset("test")[:1]
-    teacher, scales, _ = load_teacher(out / "seed0" / "teacher")
+    teacher, scales, _ = load_teacher(seed_dir / "teacher")
     preds = {"teacher": predict(teacher, seq, scales)[0]}
     for kind in ("clustered", "lowrank"):
-        student, _, _ = load_student(out / "seed0" / kind)
+        student, _, _ = load_student(seed_dir / kind)
         preds[f"{kind} student"] = predict(student, seq, scales)[0]
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
@@ -87,8 +88,9 @@ def write_report(out: Path, metrics: dict, dataset: Dataset) -> Path:
         cells = [sim, _num(s["replay_max_rel_err"], ".2e"), _num(s["adaptive_nrmse"], ".2e")]
         cells += [_num(s["cost_ratio_vs_reference"], ".2f"), f"{_num(s['failures'])} / {_num(s['robustness_runs'])}"]
         spice_rows.append(_row(cells))
-    figures = _figures(out, dataset)
-    figures += [out / "seed0" / "discovery" / "time_constants.png", out / "seed0" / "discovery" / "singular_values.png"]
+    seed_dir = out / f"seed{metrics['config']['seed']}"
+    figures = _figures(out, seed_dir, dataset)
+    figures += [seed_dir / "discovery" / "time_constants.png", seed_dir / "discovery" / "singular_values.png"]
     links = [f'<a href="veriloga_{k}/psix_{k}.va">psix_{k}.va</a>' for k in ("clustered", "lowrank")]
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in metrics["timing"].items())
     title = f"psixlstm {metrics['version']}: {dataset.device}, preset {metrics['config']['preset']}"
