@@ -108,6 +108,30 @@ def test_robustness_counts_and_lists_failures(exported, tmp_path):
         assert rob["dc_sweep"]["status"] != "ok"
 
 
+def _without_wall_times(report: dict, simulators: tuple[str, ...]) -> dict:
+    """The report less its wall times (the only part that depends on how the runs were scheduled)."""
+    for sim in simulators:
+        for counts in report[sim]["by_kind"].values():
+            counts.pop("wall_s")
+    return report
+
+
+@requires_ngspice
+def test_robustness_fan_out_equals_serial(exported, tmp_path):
+    """Two worker processes give the serial report (counts, peaks, failures in order, DC sweep), failures included."""
+    s = exported[0]
+    (tmp_path / "faulty.va").write_text(FAULTY_VA)
+    osdi = spice.compile_va(tmp_path / "faulty.va", opt_level=0, cache_dir=tmp_path)
+    sims = ("ngspice", "vacask")
+    args = (s, V_SCALE, I_SCALE, osdi, "faulty", [], sims)
+    serial = robustness(*args, n=6)
+    parallel = robustness(*args, n=6, workers=2)
+    assert sum(len(serial[sim]["failures"]) for sim in sims) > 0
+    assert _without_wall_times(parallel, sims) == _without_wall_times(serial, sims)
+    with pytest.raises(ValueError, match="unknown executor"):
+        robustness(*args, n=1, executor="threads")
+
+
 @requires_ngspice
 def test_spice_at_user_settings_matches_the_converged_student(exported):
     """ngspice at reltol 1e-4 is within NRMSE 1e-4 of the converged PyTorch student; the reference is converged

@@ -15,6 +15,8 @@ Units: time s, voltage V, current A.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import multiprocessing
 import time
 
 import numpy as np
@@ -412,6 +414,67 @@ def _finite(w, signals: list[str]) -> bool:
     return bool(np.all(np.isfinite(w.axis)) and all(np.all(np.isfinite(w.signals[s])) for s in signals))
 
 
+ROBUSTNESS_EXECUTORS = ("process", "ray")
+
+
+def _robustness_run(
+    osdi_path,
+    module: str,
+    state_nodes: tuple[str, ...],
+    v_scale: float,
+    i_scale: float,
+    seed: int,
+    reltol: float,
+    timeout_s: float,
+    job: tuple[str, int],
+) -> dict:
+    """One robustness case `job = (simulator, index)`: its kind, index, class ('ok' or the failure class), message,
+    max |I| / i_scale (finished runs) and wall time (s). A plain function of its arguments, so it runs anywhere."""
+    from . import spice
+
+    sim, index = job
+    kind, stim, t_stop = robustness_case(index, seed, v_scale)
+    result = {"sim": sim, "kind": kind, "index": index, "class": "ok", "message": "", "peak": 0.0}
+    start = time.perf_counter()
+    try:
+        w = _run(
+            osdi_path,
+            module,
+            state_nodes,
+            stim,
+            t_stop,
+            bandwidth_max_step(stim, t_stop),
+            reltol,
+            sim,
+            timeout_s=timeout_s,
+        )
+    except spice.SimulationError as exc:
+        result["class"], result["message"] = _failure(exc)
+    else:
+        if not _finite(w, ["v(p)", "i(vp)"] + [f"x(dut.{node})" for node in state_nodes]):
+            result["class"], result["message"] = "nonfinite", "NaN or inf output"
+        else:
+            result["peak"] = float(np.max(np.abs(w.current("vp")))) / i_scale
+    return result | {"wall_s": time.perf_counter() - start}
+
+
+def _fan_out(fn, jobs: list, workers: int, executor: str):
+    """`fn(job)` for every job, yielded in job order: in this process (workers 1), or on `workers` processes of a
+    local pool (executor "process", spawned: no state inherited) or Ray actors (executor "ray", on the Ray instance
+    this process is connected to, a local one otherwise)."""
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    if executor == "ray":
+        from ray.util.multiprocessing import Pool
+
+        pool = Pool(workers)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+    with pool:
+        yield from pool.imap(fn, jobs)
+
+
 def robustness(
     student: ContinuousStudent,
     v_scale: float,
@@ -425,9 +488,15 @@ def robustness(
     reltol: float = REALISTIC_RELTOL,
     timeout_s: float = 60.0,
     progress: bool = False,
+    workers: int = 1,
+    executor: str = "process",
 ) -> dict:
     """Run the exported student in each simulator on `n` cases of `robustness_case` (reltol `reltol`, max step from
-    the stimulus bandwidth, one run at a time) and a DC sweep over +-2 v_scale (81 operating points).
+    the stimulus bandwidth) and a DC sweep over +-2 v_scale (81 operating points).
+
+    The cases run one at a time here (`workers` 1), or fan out over `workers` processes (`executor` "process": a
+    local pool; "ray": Ray actors); every case is a function of its index alone, so the report is the same as a
+    serial run's but for the wall times.
 
     Per simulator and kind: runs, ok, and the failures by class: convergence (the simulator raised: stopped early,
     step too small, no convergence), timeout (over `timeout_s` s), error (other simulator failures), nonfinite (a
@@ -437,8 +506,8 @@ def robustness(
     DC): max |I_spice - I_torch| / max |I_torch|."""
     from tqdm import tqdm
 
-    from . import spice
-
+    if executor not in ROBUSTNESS_EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(ROBUSTNESS_EXECUTORS)}")
     a_max = 2.0 * v_scale
     report: dict = {
         "n": n,
@@ -448,57 +517,35 @@ def robustness(
         "max_amplitude_v": a_max,
         "kinds": list(ROBUSTNESS_KINDS),
     }
-    names = ["v(p)", "i(vp)"] + [f"x(dut.{node})" for node in state_nodes]
-    for sim in simulators:
-        by_kind = {
-            kind: {"runs": 0, "ok": 0, "convergence": 0, "timeout": 0, "error": 0, "nonfinite": 0}
+    counted = ("runs", "ok", "convergence", "timeout", "error", "nonfinite")
+    by_kind = {
+        sim: {
+            kind: dict.fromkeys(counted, 0) | {"max_abs_current_over_i_scale": 0.0, "wall_s": 0.0}
             for kind in ROBUSTNESS_KINDS
         }
-        peak = dict.fromkeys(ROBUSTNESS_KINDS, 0.0)
-        wall = dict.fromkeys(ROBUSTNESS_KINDS, 0.0)
-        failures = []
-        for index in tqdm(range(n), desc=f"robustness {sim}", disable=not progress, unit="run"):
-            kind, stim, t_stop = robustness_case(index, seed, v_scale)
-            counts = by_kind[kind]
-            counts["runs"] += 1
-            start = time.perf_counter()
-            try:
-                w = _run(
-                    osdi_path,
-                    module,
-                    state_nodes,
-                    stim,
-                    t_stop,
-                    bandwidth_max_step(stim, t_stop),
-                    reltol,
-                    sim,
-                    timeout_s=timeout_s,
-                )
-            except spice.SimulationError as exc:
-                cls, message = _failure(exc)
-                failures.append({"kind": kind, "index": index, "class": cls, "message": message})
-                counts[cls] += 1
-                continue
-            finally:
-                wall[kind] += time.perf_counter() - start
-            if not _finite(w, names):
-                failures.append({"kind": kind, "index": index, "class": "nonfinite", "message": "NaN or inf output"})
-                counts["nonfinite"] += 1
-                continue
-            counts["ok"] += 1
-            peak[kind] = max(peak[kind], float(np.max(np.abs(w.current("vp")))) / i_scale)
-        for kind, counts in by_kind.items():
-            counts["max_abs_current_over_i_scale"] = peak[kind]
-            counts["wall_s"] = wall[kind]
-        total = {
-            key: sum(c[key] for c in by_kind.values())
-            for key in ("runs", "ok", "convergence", "timeout", "error", "nonfinite")
-        }
+        for sim in simulators
+    }
+    failures: dict[str, list[dict]] = {sim: [] for sim in simulators}
+    run = functools.partial(
+        _robustness_run, osdi_path, module, tuple(state_nodes), v_scale, i_scale, seed, reltol, timeout_s
+    )
+    jobs = [(sim, index) for sim in simulators for index in range(n)]
+    results = _fan_out(run, jobs, workers, executor)
+    bar = tqdm(results, total=len(jobs), desc=f"robustness {'+'.join(simulators)}", disable=not progress, unit="run")
+    for r in bar:
+        counts = by_kind[r["sim"]][r["kind"]]
+        counts["runs"] += 1
+        counts[r["class"]] += 1
+        counts["wall_s"] += r["wall_s"]
+        counts["max_abs_current_over_i_scale"] = max(counts["max_abs_current_over_i_scale"], r["peak"])
+        if r["class"] != "ok":
+            failures[r["sim"]].append({key: r[key] for key in ("kind", "index", "class", "message")})
+    for sim in simulators:
         report[sim] = {
-            "total": total,
-            "by_kind": by_kind,
+            "total": {key: sum(c[key] for c in by_kind[sim].values()) for key in counted},
+            "by_kind": by_kind[sim],
             "dc_sweep": _dc_sweep(student, v_scale, i_scale, osdi_path, module, state_nodes, sim, a_max, reltol),
-            "failures": failures,
+            "failures": failures[sim],
         }
     return report
 
@@ -637,10 +684,12 @@ def verify_export(
     robustness_n: int = 200,
     robustness_seed: int = 0,
     progress: bool = False,
+    workers: int = 1,
+    executor: str = "process",
 ) -> dict:
     """Verify an exported model directory (from `export_student`) and write its verify.json: memristor students
-    with `verify_memristor_student` and `robustness_n` robustness cases, MOSFET/BJT students with
-    `verify_terminal_student`."""
+    with `verify_memristor_student` and `robustness_n` robustness cases (fanned out over `workers`, see
+    `robustness`), MOSFET/BJT students with `verify_terminal_student`."""
     import json
     from pathlib import Path
 
@@ -683,6 +732,8 @@ def verify_export(
                 n=robustness_n,
                 seed=robustness_seed,
                 progress=progress,
+                workers=workers,
+                executor=executor,
             )
     write_json(model_dir / "verify.json", report)
     return report
