@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psixlstm.models.students import StudentConfig, build_student
+from psixlstm.models.students import StudentConfig, _ClusteredScan, build_student
 from psixlstm.physics import DevicePhysics
 
 MEM = DevicePhysics("memristor")
@@ -30,7 +30,7 @@ def test_step_solves_the_implicit_equation(kind, be):
     h = torch.tensor([1e-6, 5e-5, 2e-3], dtype=torch.float64)
     flag = torch.full((b,), be, dtype=torch.float64)
     with torch.no_grad():
-        x1 = s.step(x, u0, u1, h, flag, newton_tol=1e-15)
+        x1 = s.step(x, u0, u1, h, flag)
         theta = 0.5 + 0.5 * be
         resid = x1 - x - h[:, None] * (theta * s.rate(x1, u1) + (1 - theta) * s.rate(x, u0))
     assert resid.abs().max() < 1e-12
@@ -44,7 +44,7 @@ def test_rest_relaxes_each_cluster_with_its_tau():
     zero = torch.zeros(1, 1, dtype=torch.float64)
     h = torch.tensor([1e-4], dtype=torch.float64)
     with torch.no_grad():
-        x1 = s.step(x, zero, zero, h, torch.zeros(1, dtype=torch.float64), newton_tol=1e-15)
+        x1 = s.step(x, zero, zero, h, torch.zeros(1, dtype=torch.float64))
     tau = s.tau_per_state().detach()
     assert tau.tolist() == pytest.approx([3e-4, 3e-4, 1e-3, 1e-3, 9e-3, 9e-3], rel=1e-6)
     torch.testing.assert_close(x1[0], (1 - 1e-4 / (2 * tau)) / (1 + 1e-4 / (2 * tau)), rtol=1e-12, atol=0)
@@ -85,7 +85,7 @@ def test_config_validation():
 def test_forward_equals_step_by_step_replay():
     """The batched forward (closed-form path for the low-rank kind) is the same discretisation as `step`."""
     for kind in ("clustered", "lowrank"):
-        s = _student(kind, newton_iterations=30)
+        s = _student(kind)
         u = torch.randn(3, 40, 1, dtype=torch.float64)
         dt = torch.rand(3, 40, dtype=torch.float64) * 1e-4 + 1e-7
         be = (torch.rand(3, 40) > 0.8).double()
@@ -93,10 +93,34 @@ def test_forward_equals_step_by_step_replay():
             fast = s(u, dt, backward_euler=be).hidden
             x, u_prev, xs = torch.zeros(3, s.n_states, dtype=torch.float64), u[:, 0], []
             for t in range(40):
-                x = s.step(x, u_prev, u[:, t], dt[:, t], be[:, t], newton_tol=1e-15)
+                x = s.step(x, u_prev, u[:, t], dt[:, t], be[:, t])
                 u_prev = u[:, t]
                 xs.append(x)
         torch.testing.assert_close(fast, torch.stack(xs, 1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rest_drive", [True, False])
+def test_clustered_gradients_are_the_adjoint_of_the_converged_steps(rest_drive):
+    """The compiled backward (implicit function theorem) against finite differences of the converged forward."""
+    physics = MEM if rest_drive else DevicePhysics("generic")
+    torch.manual_seed(2)
+    cfg = StudentConfig(kind="clustered", n_in=1, n_out=1, tau_s=[3e-5, 1e-4], physics=physics, drive_hidden=5)
+    s = build_student(cfg).double()
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    u = torch.randn(2, 12, 1, dtype=torch.float64)
+    dt = torch.rand(2, 12, dtype=torch.float64) * 4e-5 + 1e-6
+    be = (torch.rand(2, 12) > 0.7).double()
+    x0 = 0.3 * torch.randn(2, s.n_states, dtype=torch.float64, requires_grad=True)
+    log_tau = torch.log(s.cluster_tau()).detach().requires_grad_()  # O(1) inputs, so gradcheck's atol means something
+
+    def states(x0, w1, b1, w2, b2, log_tau):
+        inv_tau, theta = torch.exp(-log_tau)[s.cluster_of_state], 0.5 + 0.5 * be
+        return _ClusteredScan.apply(x0, w1, b1, w2, b2, inv_tau, torch.cat([u[:, :1], u], 1), dt, theta, rest_drive)
+
+    params = (x0, s.w1.weight, s.w1.bias, s.w2.weight, s.w2.bias, log_tau)
+    assert torch.autograd.gradcheck(states, params, eps=1e-7, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["clustered", "lowrank"])

@@ -51,17 +51,11 @@ def replay(
     v = np.asarray(v_v, float)
     u = torch.tensor(v.reshape(t.size, -1) / np.asarray(v_scale, float))
     after_bp = backward_euler_steps(t, breakpoints_s)
-    x = torch.zeros(1, model.n_states, dtype=torch.float64)
-    states = [x[0].clone()]
-    for j in range(1, t.size):
-        h = torch.tensor([t[j] - t[j - 1]], dtype=torch.float64)
-        be = torch.tensor([1.0 if after_bp[j] else 0.0], dtype=torch.float64)
-        x = model.step(x, u[j - 1 : j], u[j : j + 1], h, be, newton_tol=1e-13)
-        states.append(x[0].clone())
-    xs = torch.stack(states)[None]
     dt = torch.tensor(np.diff(t, prepend=t[0] - (t[1] - t[0])))[None]
     be_all = torch.tensor(after_bp, dtype=torch.float64)[None]
     be_all[0, 0] = 1.0
+    x0 = torch.zeros(1, 1, model.n_states, dtype=torch.float64)
+    xs = torch.cat([x0, model.integrate(x0[:, 0], u[None], dt[:, 1:], be_all[:, 1:])], 1)
     y, _, _ = model.currents(xs, u[None], dt, be_all)
     y = y[0].numpy() * np.asarray(i_scale, float)
     model.float()

@@ -7,8 +7,9 @@ A student is an ODE on a few states plus a readout, written with the layer kinds
     I = readout(x, u)                              physics structure as in the teacher's readout
 
 and it is trained through the discretisation a SPICE simulator applies: trapezoidal on the step grid (backward
-Euler on a step flagged as following a breakpoint), each implicit step solved by Newton's method. The same
-`step` function replays a SPICE run in the verification stage.
+Euler on a step flagged as following a breakpoint), each implicit step solved by Newton's method to convergence,
+as SPICE does, with gradients from the implicit function theorem. The same integration replays a SPICE run in the
+verification stage.
 
 - ClusteredTauStudent: states in K clusters; each cluster shares one learned time constant tau_k (seconds, tied in
   the forward pass, initialised from discovery); drive g = W2 tanh(W1 [x; u] + b1) + b2. For a memristor the drive
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -49,7 +51,6 @@ class StudentConfig:
     readout_hidden: int = 8  # MOSFET/BJT static and charge readouts
     input_scale_v: tuple[float, ...] = (1.0,)
     t_scale_s: float = 1e-6
-    newton_iterations: int = 3
     # s: no time constant below it (the data's finest step: faster ones are not identifiable from the data and only
     # make the ODE stiff, which trapezoidal SPICE steps leave ringing)
     tau_floor_s: float = 0.0
@@ -66,6 +67,7 @@ class StudentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> StudentConfig:
         d = dict(d)
+        d.pop("newton_iterations", None)  # files before the converged step carried a fixed iteration count
         d["physics"] = DevicePhysics(**d["physics"])
         d["input_scale_v"] = tuple(d["input_scale_v"])
         return cls(**d)
@@ -148,7 +150,6 @@ class ContinuousStudent(SequenceModel):
 
     n_states: int
     integrates_like_spice = True  # the training loop hands it the backward-Euler step flags
-    state_independent_drive = False  # g(x, u) = g(u): each implicit step is linear and exact
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
@@ -167,8 +168,13 @@ class ContinuousStudent(SequenceModel):
     def tau_per_state(self) -> Tensor:
         raise NotImplementedError
 
-    def drive(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor | None]:
-        """g(x, u) and its Jacobian dg/dx (B, N, N), or None when g does not depend on x."""
+    def drive(self, x: Tensor | None, u: Tensor) -> Tensor:
+        """g(x, u)."""
+        raise NotImplementedError
+
+    def integrate(self, x: Tensor, u: Tensor, dt: Tensor, backward_euler: Tensor) -> Tensor:
+        """States after each step (B, T, N) from x (B, N) at the input u[:, 0]: step t (length dt[:, t], s) goes to
+        the input u[:, t + 1] (u is (B, T + 1, n_in)); trapezoidal, or backward Euler where `backward_euler` is 1."""
         raise NotImplementedError
 
     def readout_features(self, x: Tensor) -> Tensor:
@@ -177,35 +183,12 @@ class ContinuousStudent(SequenceModel):
     # ---- shared ----
     def rate(self, x: Tensor, u: Tensor) -> Tensor:
         """dx/dt (1/s)."""
-        return (self.drive(x, u)[0] - x) / self.tau_per_state()
+        return (self.drive(x, u) - x) / self.tau_per_state()
 
-    def step(
-        self, x: Tensor, u0: Tensor, u1: Tensor, h: Tensor, backward_euler: Tensor, newton_tol: float | None = None
-    ) -> Tensor:
-        """One implicit step of length h (s): trapezoidal, or backward Euler where `backward_euler` is 1.
-
-        Solves r(x1) = x1 - x - h (theta F(x1, u1) + (1 - theta) F(x, u0)) = 0, theta = 1/2 or 1, by Newton's
-        method from an explicit Euler guess with the analytic Jacobian: `newton_iterations` iterations (training),
-        or until |dx| < newton_tol (replay). A drive independent of x makes the step linear and exact in one solve."""
-        theta = (0.5 + 0.5 * backward_euler)[:, None]
-        h = h[:, None]
-        inv_tau = 1.0 / self.tau_per_state()
-        g0, _ = self.drive(x, u0)
-        f0 = (g0 - x) * inv_tau
-        x1 = x + h * f0
-        eye = torch.eye(x.shape[1], dtype=x.dtype)
-        for _ in range(self.cfg.newton_iterations if newton_tol is None else 100):
-            g1, dg = self.drive(x1, u1)
-            f1 = (g1 - x1) * inv_tau
-            resid = x1 - x - h * (theta * f1 + (1 - theta) * f0)
-            if dg is None:  # linear in x: solved exactly
-                return linear_update(x, g0, g1, h, theta, inv_tau)
-            jac = eye - (h * theta)[..., None] * ((dg - eye) * inv_tau[:, None])
-            delta = torch.linalg.solve(jac, resid)
-            x1 = x1 - delta
-            if newton_tol is not None and float(delta.abs().max()) < newton_tol:
-                break
-        return x1
+    def step(self, x: Tensor, u0: Tensor, u1: Tensor, h: Tensor, backward_euler: Tensor) -> Tensor:
+        """One implicit step of length h (B,) s from (x, u0) to the input u1: it solves
+        x1 - x - h (theta F(x1, u1) + (1 - theta) F(x, u0)) = 0 with theta = 1/2 (trapezoidal) or 1."""
+        return self.integrate(x, torch.stack([u0, u1], 1), h[:, None], backward_euler[:, None])[:, 0]
 
     def forward(self, u: Tensor, dt: Tensor, state=None, backward_euler: Tensor | None = None) -> ModelOutput:
         """u (B, T, n_in), dt (B, T) s (dt[:, t] is the step from t-1 to t); state = (x, u_prev, q_prev, i_q_prev)."""
@@ -215,21 +198,9 @@ class ContinuousStudent(SequenceModel):
         else:
             x, u_prev, q_prev, i_q_prev = state
         be = backward_euler if backward_euler is not None else u.new_zeros(b, t_len)
-        xs = []
-        if self.state_independent_drive:  # drives of all steps at once, then the closed-form linear steps
-            g = self.drive(None, torch.cat([u_prev[:, None], u], 1))[0]
-            inv_tau, theta, h = 1.0 / self.tau_per_state(), (0.5 + 0.5 * be)[..., None], dt[..., None]
-            for t in range(t_len):
-                x = linear_update(x, g[:, t], g[:, t + 1], h[:, t], theta[:, t], inv_tau)
-                xs.append(x)
-        else:
-            for t in range(t_len):
-                x = self.step(x, u_prev, u[:, t], dt[:, t], be[:, t])
-                u_prev = u[:, t]
-                xs.append(x)
-        xs = torch.stack(xs, 1)
+        xs = self.integrate(x, torch.cat([u_prev[:, None], u], 1), dt, be)
         y, q_prev, i_q_prev = self.currents(xs, u, dt, be, q_prev, i_q_prev)
-        return ModelOutput(y=y, state=(x, u[:, -1], q_prev, i_q_prev), hidden=xs)
+        return ModelOutput(y=y, state=(xs[:, -1], u[:, -1], q_prev, i_q_prev), hidden=xs)
 
     def currents(self, xs: Tensor, u: Tensor, dt: Tensor, be: Tensor, q_prev=None, i_q_prev=None):
         """Terminal currents (B, T, n_out) from a state trajectory xs (B, T, N): static readout plus the charge
@@ -260,17 +231,18 @@ class ClusteredTauStudent(ContinuousStudent):
     def tau_per_state(self) -> Tensor:
         return self.cluster_tau()[self.cluster_of_state]  # tied within a cluster
 
-    def _layer(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        a = torch.tanh(self.w1(torch.cat([x, u], -1)))
-        jac = (self.w2.weight * (1 - a * a)[..., None, :]) @ self.w1.weight[:, : self.n_states]
-        return self.w2(a), jac
-
-    def drive(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        g, jac = self._layer(x, u)
+    def drive(self, x: Tensor, u: Tensor) -> Tensor:
+        g = self.w2(torch.tanh(self.w1(torch.cat([x, u], -1))))
         if self.cfg.physics.kind == "memristor":  # no drive at V = 0: rests only relax the states
-            g_rest, jac_rest = self._layer(x, torch.zeros_like(u))
-            g, jac = g - g_rest, jac - jac_rest
-        return g, jac
+            g = g - self.w2(torch.tanh(self.w1(torch.cat([x, torch.zeros_like(u)], -1))))
+        return g
+
+    def integrate(self, x: Tensor, u: Tensor, dt: Tensor, backward_euler: Tensor) -> Tensor:
+        theta = 0.5 + 0.5 * backward_euler
+        return _ClusteredScan.apply(
+            x, self.w1.weight, self.w1.bias, self.w2.weight, self.w2.bias, 1.0 / self.tau_per_state(), u, dt, theta,
+            self.cfg.physics.kind == "memristor",
+        )  # fmt: skip
 
     @property
     def cluster_tau_s(self) -> list[float]:
@@ -278,8 +250,6 @@ class ClusteredTauStudent(ContinuousStudent):
 
 
 class LowRankStudent(ContinuousStudent):
-    state_independent_drive = True
-
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__(cfg)
         r = cfg.rank
@@ -297,7 +267,8 @@ class LowRankStudent(ContinuousStudent):
     def tau_per_state(self) -> Tensor:
         return self.cluster_tau()[self.tau_index]
 
-    def drive(self, x: Tensor | None, u: Tensor) -> tuple[Tensor, None]:
+    def drive(self, x: Tensor | None, u: Tensor) -> Tensor:
+        """Independent of the states (a linear ODE), so every implicit step is solved exactly in closed form."""
         r = self.cfg.rank
         e = torch.tanh(self.embed(u))
         kvi = self.kvi(e)
@@ -306,13 +277,183 @@ class LowRankStudent(ContinuousStudent):
             e0 = torch.tanh(self.embed(torch.zeros_like(u)))
             i = i - exp_limited(self.kvi(e0)[..., 2 * r :])  # no drive at V = 0
         mem = i[..., None] * (v[..., :, None] * k[..., None, :])
-        return torch.cat([mem.flatten(-2), i * k], -1), None  # independent of the states: linear ODE
+        return torch.cat([mem.flatten(-2), i * k], -1)
+
+    def integrate(self, x: Tensor, u: Tensor, dt: Tensor, backward_euler: Tensor) -> Tensor:
+        g = self.drive(None, u)  # drives of all steps at once, then the closed-form linear steps
+        inv_tau, theta, h = 1.0 / self.tau_per_state(), (0.5 + 0.5 * backward_euler)[..., None], dt[..., None]
+        xs = []
+        for t in range(dt.shape[1]):
+            x = linear_update(x, g[:, t], g[:, t + 1], h[:, t], theta[:, t], inv_tau)
+            xs.append(x)
+        return torch.stack(xs, 1)
 
     def readout_features(self, x: Tensor) -> Tensor:
         r = self.cfg.rank
         mem = x[..., : r * r].unflatten(-1, (r, r))
         n = x[..., r * r :]
         return (mem @ self.q) / torch.sqrt((n @ self.q)[..., None] ** 2 + 1.0)
+
+
+NEWTON_TOL = 1e-13  # absolute, on the state update (states are O(1)); the step is solved in float64
+NEWTON_MAX_ITERATIONS = 50
+
+
+class _ClusteredScan(torch.autograd.Function):
+    """The clustered student's implicit steps over a sequence (`ClusteredTauStudent.integrate`), as compiled loops.
+
+    Forward: Newton's method to convergence on every step, in float64. Backward: the exact adjoint of the converged
+    steps (implicit function theorem), so training sees the solution SPICE computes, not a truncated iteration.
+    As per-step torch ops the Newton loop cost ~5 ms per step (batch 16); compiled it is a few microseconds."""
+
+    @staticmethod
+    def forward(ctx, x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive: bool):
+        arrays = [_f64(a) for a in (x0, w1, b1, w2, b2, inv_tau, u, dt, theta)]
+        xs = np.empty((x0.shape[0], dt.shape[1] + 1, x0.shape[1]))
+        _clustered_forward(*arrays, rest_drive, xs)
+        ctx.arrays, ctx.xs, ctx.rest_drive = arrays, xs, rest_drive
+        return torch.from_numpy(xs[:, 1:]).to(x0.dtype)
+
+    @staticmethod
+    def backward(ctx, d_xs):
+        x0, w1, b1, w2, b2, inv_tau, u, dt, theta = ctx.arrays
+        grads = [np.zeros_like(a) for a in (x0, w1, b1, w2, b2, inv_tau)]
+        _clustered_backward(_f64(d_xs), w1, b1, w2, b2, inv_tau, u, dt, theta, ctx.rest_drive, ctx.xs, *grads)
+        out = [torch.from_numpy(g).to(d_xs.dtype) for g in grads]
+        return (*out, None, None, None, None)
+
+
+def _f64(x: Tensor) -> np.ndarray:
+    return x.detach().to(torch.float64).contiguous().numpy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _drive_and_jacobian(x, u, w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, jac):
+    """At (x, u): tanh activations a (and a0 at u = 0), g = W2 a + b2 (or W2 (a - a0) with `rest_drive`), and
+    jac = dF/dx of the rate F = (g - x) / tau."""
+    n_hidden, n = w1.shape[0], x.size
+    for k in range(n_hidden):
+        z0 = b1[k]
+        for j in range(n):
+            z0 += w1[k, j] * x[j]
+        z = z0
+        for j in range(u.size):
+            z += w1[k, n + j] * u[j]
+        a[k], a0[k] = math.tanh(z), math.tanh(z0)
+    for i in range(n):
+        acc = 0.0 if rest_drive else b2[i]
+        for k in range(n_hidden):
+            acc += w2[i, k] * (a[k] - a0[k] if rest_drive else a[k])
+        g[i] = acc
+        for j in range(n):
+            d = 0.0
+            for k in range(n_hidden):
+                slope = 1.0 - a[k] * a[k] - ((1.0 - a0[k] * a0[k]) if rest_drive else 0.0)
+                d += w2[i, k] * slope * w1[k, j]
+            jac[i, j] = inv_tau[i] * (d - (1.0 if i == j else 0.0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve(m, rhs, transpose):
+    """Solve m y = rhs (or m^T y = rhs) by Gaussian elimination with partial pivoting; returns y (m is copied)."""
+    n = rhs.size
+    a = m.T.copy() if transpose else m.copy()
+    y = rhs.copy()
+    for col in range(n):
+        p = col + np.argmax(np.abs(a[col:, col]))
+        if p != col:
+            for j in range(n):
+                a[col, j], a[p, j] = a[p, j], a[col, j]
+            y[col], y[p] = y[p], y[col]
+        for r in range(col + 1, n):
+            f = a[r, col] / a[col, col]
+            for j in range(col, n):
+                a[r, j] -= f * a[col, j]
+            y[r] -= f * y[col]
+    for r in range(n - 1, -1, -1):
+        acc = y[r]
+        for j in range(r + 1, n):
+            acc -= a[r, j] * y[j]
+        y[r] = acc / a[r, r]
+    return y
+
+
+@numba.njit(cache=True, nogil=True)
+def _clustered_forward(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs):
+    """xs (B, T + 1, N): x0 and the state after every step. Step t: r(x1) = x1 - x - h (th F(x1, u[t + 1]) +
+    (1 - th) F(x, u[t])) = 0, solved by Newton from the explicit Euler guess until |dx| < NEWTON_TOL."""
+    n_batch, n_steps = dt.shape
+    n, n_hidden = x0.shape[1], w1.shape[0]
+    a, a0 = np.empty(n_hidden), np.empty(n_hidden)
+    g0, g1, jac0, jac1 = np.empty(n), np.empty(n), np.empty((n, n)), np.empty((n, n))
+    eye = np.eye(n)
+    for b in range(n_batch):
+        xs[b, 0] = x0[b]
+        for t in range(n_steps):
+            h, th = dt[b, t], theta[b, t]
+            x = xs[b, t]
+            _drive_and_jacobian(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g0, jac0)
+            f0 = (g0 - x) * inv_tau
+            x1 = x + h * f0
+            for _ in range(NEWTON_MAX_ITERATIONS):
+                _drive_and_jacobian(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g1, jac1)
+                resid = x1 - x - h * (th * (g1 - x1) * inv_tau + (1.0 - th) * f0)
+                delta = _solve(eye - h * th * jac1, resid, False)
+                x1 = x1 - delta
+                if np.max(np.abs(delta)) < NEWTON_TOL:
+                    break
+            xs[b, t + 1] = x1
+
+
+@numba.njit(cache=True, nogil=True)
+def _rate_vjp(w, x, u, w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, d_b2, d_inv_tau):
+    """Accumulate w^T dF/d(params) at (x, u) (activations a, a0 and drive g already there); return w^T dF/dx."""
+    n, n_hidden = x.size, w1.shape[0]
+    wi = w * inv_tau
+    d_inv_tau += w * (g - x)
+    d_x = -wi
+    for k in range(n_hidden):
+        back = 0.0
+        for i in range(n):
+            back += w2[i, k] * wi[i]
+            d_w2[i, k] += wi[i] * (a[k] - a0[k] if rest_drive else a[k])
+        s = back * (1.0 - a[k] * a[k])
+        s0 = back * (1.0 - a0[k] * a0[k]) if rest_drive else 0.0
+        d_b1[k] += s - s0
+        for j in range(n):
+            d_w1[k, j] += (s - s0) * x[j]
+            d_x[j] += (s - s0) * w1[k, j]
+        for j in range(u.size):
+            d_w1[k, n + j] += s * u[j]
+    if not rest_drive:
+        d_b2 += wi
+    return d_x
+
+
+@numba.njit(cache=True, nogil=True)
+def _clustered_backward(
+    d_xs, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs, d_x0, d_w1, d_b1, d_w2, d_b2, d_inv_tau
+):
+    """Adjoint of `_clustered_forward`. For a converged step r(x1; x, p) = 0 with J = dr/dx1 = I - h th dF/dx(x1):
+    lam = J^-T dL/dx1, then dL/dp += h th lam^T dF(x1)/dp + h (1 - th) lam^T dF(x)/dp and
+    dL/dx = lam + h (1 - th) lam^T dF/dx(x)."""
+    n_batch, n_steps = dt.shape
+    n, n_hidden = d_x0.shape[1], w1.shape[0]
+    a, a0, g, jac = np.empty(n_hidden), np.empty(n_hidden), np.empty(n), np.empty((n, n))
+    eye = np.eye(n)
+    for b in range(n_batch):
+        carry = np.zeros(n)
+        for t in range(n_steps - 1, -1, -1):
+            h, th = dt[b, t], theta[b, t]
+            x, x1 = xs[b, t], xs[b, t + 1]
+            _drive_and_jacobian(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, jac)
+            lam = _solve(eye - h * th * jac, d_xs[b, t] + carry, True)
+            _rate_vjp(h * th * lam, x1, u[b, t + 1], w1, w2, inv_tau, rest_drive, a, a0, g,
+                      d_w1, d_b1, d_w2, d_b2, d_inv_tau)  # fmt: skip
+            _drive_and_jacobian(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, jac)
+            carry = lam + _rate_vjp(h * (1.0 - th) * lam, x, u[b, t], w1, w2, inv_tau, rest_drive, a, a0, g,
+                                    d_w1, d_b1, d_w2, d_b2, d_inv_tau)  # fmt: skip
+        d_x0[b] = carry
 
 
 def build_student(cfg: StudentConfig) -> ContinuousStudent:
