@@ -221,10 +221,10 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> 
         after=("veriloga_clustered",),
     )
     metrics = _collect(cfg, per_seed, spice_report, stages, time.perf_counter() - wall, __version__)
-    write_json(out / "metrics.json", metrics)
     from .report import write_report
 
     write_report(out, metrics, dataset)
+    write_json(out / "metrics.json", metrics)  # last: a run with metrics.json has finished, report included
     return metrics
 
 
