@@ -57,6 +57,7 @@ class RunConfig:
     baselines: bool = False  # also train every baseline at the teacher's budget
     simulators: tuple[str, ...] = ("ngspice", "vacask")
     seed: int = 0  # the first training seed: teacher and students run for seed, ..., seed + seeds - 1
+    minutes: float | None = None  # wall-clock training budget per model (teacher, each student); None: the preset's
 
     def __post_init__(self) -> None:
         from .data.generate import DEVICES
@@ -69,10 +70,13 @@ class RunConfig:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}")
 
     @property
     def budget(self) -> RunBudget:
-        return RUN_BUDGETS[self.preset]
+        b = RUN_BUDGETS[self.preset]
+        return b if self.minutes is None else replace(b, teacher_minutes=self.minutes, distill_minutes=self.minutes)
 
 
 def _fingerprint(inputs: dict) -> str:
