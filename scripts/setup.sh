@@ -44,5 +44,5 @@ fi
 # torch first, pinned to the CPU wheel, so nothing later can pull a CUDA build.
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[dev,xlstm]'
+.venv/bin/python -m pip install -q -e '.[dev,xlstm,sweep]'
 .venv/bin/psi-xlstm doctor
