@@ -222,6 +222,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import markdown_table, run_sweep
+
+    summary = run_sweep(args.grid, args.out, address=args.address, progress=not args.quiet)
+    print(markdown_table(summary), end="")
+    print(f"wrote {Path(args.out) / 'sweep.json'}, summary.md, report.html")
+    return 1 if any(c["status"] == "failed" for c in summary["cells"].values()) else 0
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from .fitting import run_baselines, summary_table
 
@@ -324,6 +333,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/memristor", help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of pipeline runs (seeds x devices x presets x ...) as Ray tasks; one table, mean +- std",
+        description="Every combination of the grid's values is one cell: one `psi-xlstm run` (a single seed)\n"
+        "under OUT/<cell>/, run as a Ray task on one CPU (torch, BLAS and ngspice single-threaded).\n"
+        "Finished cells are not rerun and killed ones resume; a failed cell is reported with its error\n"
+        "while the others go on (exit 1). Writes OUT/sweep.json, summary.md and report.html, one row per\n"
+        "group of cells that differ only in seed (mean +- std over the seeds).",
+        epilog="grid file (TOML): a list of values per key. Keys: seed (training seeds, a cell each), the options\n"
+        "of `run` (device, preset, baselines, simulators: each value a list) and minutes (the training budget\n"
+        "per model; default: the preset's). For example\n\n"
+        '  seed = [0, 1, 2]\n  device = ["memristor"]\n  preset = ["quick", "default"]\n'
+        '  simulators = [["ngspice"]]\n\n'
+        "Without --address a local Ray instance uses this machine's cores; for a cluster see README (Sweeps).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--grid", required=True, metavar="FILE.toml", help="the grid (see below; examples/sweep_quick.toml)")
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="an existing Ray cluster, e.g. HEAD_IP:6379 from `ray start --head` (default: a local Ray instance)",
+    )
+    p.add_argument("--out", required=True, help="output directory (on a cluster: a path every node shares)")
+    p.add_argument("--quiet", action="store_true", help="no line per finished cell")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser(
         "baselines",
