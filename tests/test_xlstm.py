@@ -1,4 +1,4 @@
-"""sLSTM / mLSTM cells: hand-written BPTT equals autograd, chunkwise mLSTM equals the recurrence, dt-awareness."""
+"""sLSTM / mLSTM cells: the compiled scans and their BPTT equal autograd over the equations, dt-awareness."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from psixlstm.models.xlstm import CellConfig, MLSTMCell, SLSTMCell, forget_tau_s, gate_logs
+from psixlstm.models.xlstm import MLSTM_EPS, CellConfig, MLSTMCell, SLSTMCell, forget_tau_s, gate_logs
 
 
 def slstm_reference(cell: SLSTMCell, x, dt):
@@ -65,19 +65,51 @@ def test_slstm_gradient_flows_to_the_initial_state(f64):
     assert torch.autograd.grad(h.sum(), state[1])[0].abs().sum() > 0
 
 
-def test_mlstm_chunkwise_equals_recurrent_and_carries_state(f64):
+def mlstm_reference(cell: MLSTMCell, x, dt, state=None):
+    """Plain autograd mLSTM recurrence written from the equations (official semantics + dt-aware gates)."""
+    q, k, v, o, log_f, log_i, _ = cell.projections(x, dt)
+    C, n, m = state if state is not None else cell.init_state(x.shape[0])
+    hs = []
+    for t in range(x.shape[1]):
+        m_new = torch.maximum(log_f[:, t] + m, log_i[:, t])
+        f_s = torch.exp(log_f[:, t] + m - m_new)[..., None]
+        i_s = torch.exp(log_i[:, t] - m_new)[..., None]
+        C = f_s[..., None] * C + i_s[..., None] * (v[:, t, :, :, None] * k[:, t, :, None, :])
+        n = f_s * n + i_s * k[:, t]
+        m = m_new
+        num = torch.einsum("bhvk,bhk->bhv", C, q[:, t])
+        den = torch.einsum("bhk,bhk->bh", n, q[:, t]).abs()
+        hs.append(num / (torch.maximum(den, torch.exp(-m)) + MLSTM_EPS)[..., None])
+    return o * torch.stack(hs, 1).flatten(2), (C, n, m)
+
+
+@pytest.mark.parametrize("q_scale", [1.0, 1e-4])  # 1e-4: the normalizer floor exp(-m) and the eps are active
+def test_mlstm_scan_matches_autograd_and_carries_state(q_scale, f64):
     torch.manual_seed(0)
     cell = MLSTMCell(CellConfig(d_in=3, d_hidden=8, n_heads=2))
+    with torch.no_grad():
+        cell.q.weight.mul_(q_scale)
+        cell.q.bias.mul_(q_scale)
     x = torch.randn(2, 150, 3)
     dt = torch.exp(torch.randn(2, 150)) * 1e-6
-    h_rec, s_rec, _ = cell(x, dt, chunk=None)
-    h_chk, s_chk, _ = cell(x, dt, chunk=32)
-    torch.testing.assert_close(h_chk, h_rec, rtol=1e-9, atol=1e-11)
-    for a, b in zip(s_chk, s_rec, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
-    h_a, st, _ = cell(x[:, :70], dt[:, :70], chunk=16)
-    h_b, _, _ = cell(x[:, 70:], dt[:, 70:], st, chunk=16)
-    torch.testing.assert_close(torch.cat([h_a, h_b], 1), h_rec, rtol=1e-9, atol=1e-11)
+    h_ref, s_ref = mlstm_reference(cell, x, dt)
+    h, s, _ = cell(x, dt)
+    torch.testing.assert_close(h, h_ref, rtol=1e-10, atol=1e-12)
+    for a, b in zip(s, s_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    h_a, st, _ = cell(x[:, :70], dt[:, :70])
+    h_b, _, _ = cell(x[:, 70:], dt[:, 70:], st)
+    torch.testing.assert_close(torch.cat([h_a, h_b], 1), h_ref, rtol=1e-10, atol=1e-12)
+    # gradients of the outputs and of the final state, to the parameters and to the initial state
+    state0 = tuple((0.3 * torch.rand_like(z)).requires_grad_() for z in cell.init_state(2))
+    params = list(cell.parameters()) + list(state0)
+    grads = []
+    for fn in (lambda: mlstm_reference(cell, x, dt, state0), lambda: cell(x, dt, state0)[:2]):
+        out, (C, n, m) = fn()
+        loss = (out * torch.cos(torch.arange(out.numel()).view_as(out))).sum() + C.sum() + n.pow(2).sum() + m.sum()
+        grads.append(torch.autograd.grad(loss, params))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("cls", [SLSTMCell, MLSTMCell])

@@ -381,7 +381,9 @@ def _solve(m, rhs, transpose):
 @numba.njit(cache=True, nogil=True)
 def _clustered_forward(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs):
     """xs (B, T + 1, N): x0 and the state after every step. Step t: r(x1) = x1 - x - h (th F(x1, u[t + 1]) +
-    (1 - th) F(x, u[t])) = 0, solved by Newton from the explicit Euler guess until |dx| < NEWTON_TOL."""
+    (1 - th) F(x, u[t])) = 0, solved by Newton from the previous state (as SPICE starts from the last solution),
+    each update halved until |r| decreases, until |dx| < NEWTON_TOL. An explicit-Euler start overshoots by h / tau
+    on stiff steps and can land Newton on a far root of a state with positive feedback."""
     n_batch, n_steps = dt.shape
     n, n_hidden = x0.shape[1], w1.shape[0]
     a, a0 = np.empty(n_hidden), np.empty(n_hidden)
@@ -394,12 +396,20 @@ def _clustered_forward(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs
             x = xs[b, t]
             _drive_and_jacobian(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g0, jac0)
             f0 = (g0 - x) * inv_tau
-            x1 = x + h * f0
+            x1 = x.copy()
+            _drive_and_jacobian(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g1, jac1)
+            resid = x1 - x - h * (th * (g1 - x1) * inv_tau + (1.0 - th) * f0)
             for _ in range(NEWTON_MAX_ITERATIONS):
-                _drive_and_jacobian(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g1, jac1)
-                resid = x1 - x - h * (th * (g1 - x1) * inv_tau + (1.0 - th) * f0)
                 delta = _solve(eye - h * th * jac1, resid, False)
-                x1 = x1 - delta
+                size = np.sqrt(np.sum(resid * resid))
+                for _halving in range(30):
+                    x_try = x1 - delta
+                    _drive_and_jacobian(x_try, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g1, jac1)
+                    r_try = x_try - x - h * (th * (g1 - x_try) * inv_tau + (1.0 - th) * f0)
+                    if np.sqrt(np.sum(r_try * r_try)) <= size:
+                        break
+                    delta = 0.5 * delta
+                x1, resid = x_try, r_try
                 if np.max(np.abs(delta)) < NEWTON_TOL:
                     break
             xs[b, t + 1] = x1

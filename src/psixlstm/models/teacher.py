@@ -23,7 +23,6 @@ class TeacherConfig:
     tau_max_s: float = 2e-2
     dt_ref_s: float = 1e-6
     gating: str = "exp"  # "exp" (xLSTM) or "sigmoid" (the spectral-bias ablation)
-    mlstm_chunk: int = 64
     physics: DevicePhysics = field(default_factory=lambda: DevicePhysics("generic"))
     input_scale_v: tuple[float, ...] = (1.0,)
     t_scale_s: float = 1e-6  # charge path: dQ/dt is taken per t_scale_s
@@ -45,6 +44,7 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TeacherConfig:
         d = dict(d)
+        d.pop("mlstm_chunk", None)  # files before the compiled mLSTM scan carried its chunk length
         d["physics"] = DevicePhysics(**d["physics"])
         d["input_scale_v"] = tuple(d["input_scale_v"])
         return cls(**d)
@@ -71,7 +71,7 @@ class Teacher(SequenceModel):
         x = self.in_proj(u)
         s_out, s_state, s_f = self.slstm(x, dt, s_state)
         x = x + s_out
-        m_out, m_state, m_f = self.mlstm(self.norm_s(x), dt, m_state, chunk=self.cfg.mlstm_chunk)
+        m_out, m_state, m_f = self.mlstm(self.norm_s(x), dt, m_state)
         feat = self.norm_m(x + m_out)
         y, q_last = self.readout(feat, u, dt, q_prev)
         extras = {"slstm_f_pre": s_f, "mlstm_f_pre": m_f, "feat": feat}

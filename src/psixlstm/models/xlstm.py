@@ -316,57 +316,133 @@ class MLSTMCell(nn.Module):
         log_f, log_i = gate_logs(self.cfg, f_pre, self.i_gate(x), dt.unsqueeze(-1))
         return q, k, v, torch.sigmoid(self.o(x)), log_f, log_i, f_pre
 
-    def forward(self, x: Tensor, dt: Tensor, state=None, chunk: int | None = 64):
-        """x (B, T, d_in), dt (B, T) -> hidden (B, T, d), final (C, n, m), forget pre-activations (B, T, H).
-
-        `chunk=None` runs the step-by-step recurrence; an int runs the chunkwise-parallel form (same numbers,
-        O(T * chunk) memory, far fewer sequential steps)."""
+    def forward(self, x: Tensor, dt: Tensor, state=None):
+        """x (B, T, d_in), dt (B, T) -> hidden (B, T, d), final (C, n, m), forget pre-activations (B, T, H)."""
         b, t_len, _ = x.shape
         q, k, v, o, log_f, log_i, f_pre = self.projections(x, dt)
         C, n, m = state if state is not None else self.init_state(b, x.device)
-        if chunk is None:
-            hs = []
-            for t in range(t_len):
-                m_new = torch.maximum(log_f[:, t] + m, log_i[:, t])
-                f_s = torch.exp(log_f[:, t] + m - m_new)[..., None]
-                i_s = torch.exp(log_i[:, t] - m_new)[..., None]
-                C = f_s[..., None] * C + i_s[..., None] * (v[:, t, :, :, None] * k[:, t, :, None, :])
-                n = f_s * n + i_s * k[:, t]
-                m = m_new
-                num = torch.einsum("bhvk,bhk->bhv", C, q[:, t])
-                den = torch.einsum("bhk,bhk->bh", n, q[:, t]).abs()
-                hs.append(num / (torch.maximum(den, torch.exp(-m)) + MLSTM_EPS)[..., None])
-            h_tilde = torch.stack(hs, 1)
-        else:
-            outs = []
-            for s in range(0, t_len, chunk):
-                e = min(s + chunk, t_len)
-                out, (C, n, m) = _mlstm_chunk(q[:, s:e], k[:, s:e], v[:, s:e], log_f[:, s:e], log_i[:, s:e], C, n, m)
-                outs.append(out)
-            h_tilde = torch.cat(outs, 1)
+        h_tilde, C, n, m = _MLSTMScan.apply(q, k, v, log_f, log_i, C, n, m)
         return o * h_tilde.reshape(b, t_len, -1), (C, n, m), f_pre
 
 
-def _mlstm_chunk(q, k, v, log_f, log_i, C, n, m):
-    """One chunk of the parallel mLSTM form, carrying (C, n, m) in and out; equals the recurrence exactly."""
-    L = q.shape[1]
-    b_cum = torch.cumsum(log_f, dim=1)  # (B, L, H): sum of log f from the chunk start up to t
-    # log weight of source s at target t (s <= t): b_t - b_s + log i_s
-    log_w = b_cum[:, :, None, :] - b_cum[:, None, :, :] + log_i[:, None, :, :]  # (B, t, s, H)
-    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    log_w = log_w.masked_fill(~causal[None, :, :, None], float("-inf"))
-    log_prev = b_cum + m[:, None, :]  # weight of the carried state at t
-    m_t = torch.maximum(log_prev, log_w.amax(dim=2))  # (B, L, H) = the recurrent stabilizer
-    w = torch.exp(log_w - m_t[:, :, None, :])  # (B, t, s, H)
-    w_prev = torch.exp(log_prev - m_t)  # (B, L, H)
-    qk = torch.einsum("bthd,bshd->btsh", q, k)
-    num = torch.einsum("btsh,bshd->bthd", w * qk, v) + w_prev[..., None] * torch.einsum("bhvk,bthk->bthv", C, q)
-    den = (w * qk).sum(2) + w_prev * torch.einsum("bhk,bthk->bth", n, q)
-    h = num / (torch.maximum(den.abs(), torch.exp(-m_t)) + MLSTM_EPS)[..., None]
-    # state at the chunk end
-    m_end = m_t[:, -1]
-    w_end = torch.exp(b_cum[:, -1:, :] - b_cum + log_i - m_end[:, None, :])  # (B, s, H)
-    w_prev_end = torch.exp(b_cum[:, -1] + m - m_end)  # (B, H)
-    C_end = w_prev_end[..., None, None] * C + torch.einsum("bsh,bshv,bshk->bhvk", w_end, v, k)
-    n_end = w_prev_end[..., None] * n + torch.einsum("bsh,bshk->bhk", w_end, k)
-    return h, (C_end, n_end, m_end)
+class _MLSTMScan(torch.autograd.Function):
+    """The mLSTM recurrence (module docstring) over all steps with its exact reverse loop, both compiled.
+
+    Unlike the sLSTM, h depends on the stabilizer through the normalizer floor exp(-m) and the eps, so the
+    reverse loop carries the gradient of m along with those of C and n (checked against autograd in the tests)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_f, log_i, C, n, m):
+        b, t_len, heads, dh = q.shape
+        Cs = q.new_empty(t_len + 1, b, heads, dh, dh)
+        ns, ms = q.new_empty(t_len + 1, b, heads, dh), q.new_empty(t_len + 1, b, heads)
+        Cs[0], ns[0], ms[0] = C, n, m
+        hs = q.new_empty(b, t_len, heads, dh)
+        arrays = [_np(a) for a in (q, k, v, log_f, log_i)]
+        _mlstm_forward(*arrays, Cs.numpy(), ns.numpy(), ms.numpy(), hs.numpy())
+        ctx.save_for_backward(q, k, v, log_f, log_i, Cs, ns, ms)
+        return hs, Cs[-1].clone(), ns[-1].clone(), ms[-1].clone()
+
+    @staticmethod
+    def backward(ctx, d_hs, d_C, d_n, d_m):
+        q, k, v, log_f, log_i, Cs, ns, ms = ctx.saved_tensors
+        b, _, heads, dh = q.shape
+        dC = d_C.detach().clone() if d_C is not None else q.new_zeros(b, heads, dh, dh)
+        dn = d_n.detach().clone() if d_n is not None else q.new_zeros(b, heads, dh)
+        dm = d_m.detach().clone() if d_m is not None else q.new_zeros(b, heads)
+        grads = [torch.zeros_like(a) for a in (q, k, v, log_f, log_i)]
+        _mlstm_backward(
+            _np(d_hs), *[_np(a) for a in (q, k, v, log_f, log_i)], Cs.numpy(), ns.numpy(), ms.numpy(),
+            dC.numpy(), dn.numpy(), dm.numpy(), *[g.numpy() for g in grads],
+        )  # fmt: skip
+        return (*grads, dC, dn, dm)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mlstm_forward(q, k, v, log_f, log_i, Cs, ns, ms, hs):
+    """q, k, v (B, T, H, dh), log f, log i (B, T, H); Cs (T+1, B, H, dh, dh), ns (T+1, B, H, dh), ms (T+1, B, H)
+    hold the initial state in row 0 and receive every step; hs (B, T, H, dh) the normalised readout C q / den."""
+    b_len, t_len, heads, dh = q.shape
+    for b in range(b_len):
+        for hd in range(heads):
+            for t in range(t_len):
+                m_prev = ms[t, b, hd]
+                m_new = max(log_f[b, t, hd] + m_prev, log_i[b, t, hd])
+                f_s = math.exp(log_f[b, t, hd] + m_prev - m_new)
+                i_s = math.exp(log_i[b, t, hd] - m_new)
+                dot = 0.0
+                for kk in range(dh):
+                    n_new = f_s * ns[t, b, hd, kk] + i_s * k[b, t, hd, kk]
+                    ns[t + 1, b, hd, kk] = n_new
+                    dot += n_new * q[b, t, hd, kk]
+                den = max(abs(dot), math.exp(-m_new)) + MLSTM_EPS
+                for a in range(dh):
+                    num = 0.0
+                    for kk in range(dh):
+                        c_new = f_s * Cs[t, b, hd, a, kk] + i_s * v[b, t, hd, a] * k[b, t, hd, kk]
+                        Cs[t + 1, b, hd, a, kk] = c_new
+                        num += c_new * q[b, t, hd, kk]
+                    hs[b, t, hd, a] = num / den
+                ms[t + 1, b, hd] = m_new
+
+
+@numba.njit(cache=True, nogil=True)
+def _mlstm_backward(d_hs, q, k, v, log_f, log_i, Cs, ns, ms, dC, dn, dm, d_q, d_k, d_v, d_log_f, d_log_i):
+    """Reverse loop of `_mlstm_forward`. dC, dn, dm carry the gradient of the final state in and of the initial
+    state out; the max() of the stabilizer and of the normalizer floor pass the gradient to the branch taken."""
+    b_len, t_len, heads, dh = q.shape
+    d_num = np.empty(dh)
+    for b in range(b_len):
+        for hd in range(heads):
+            for t in range(t_len - 1, -1, -1):
+                m_prev, m_new = ms[t, b, hd], ms[t + 1, b, hd]
+                lf, li = log_f[b, t, hd], log_i[b, t, hd]
+                f_s, i_s = math.exp(lf + m_prev - m_new), math.exp(li - m_new)
+                dot = 0.0
+                for kk in range(dh):
+                    dot += ns[t + 1, b, hd, kk] * q[b, t, hd, kk]
+                floor = math.exp(-m_new)
+                den = max(abs(dot), floor) + MLSTM_EPS
+                d_den = 0.0  # h_a = num_a / den, num_a = sum_k C[a, k] q_k
+                for a in range(dh):
+                    num = 0.0
+                    for kk in range(dh):
+                        num += Cs[t + 1, b, hd, a, kk] * q[b, t, hd, kk]
+                    d_num[a] = d_hs[b, t, hd, a] / den
+                    d_den -= d_num[a] * num / den
+                d_dot, dm_new = 0.0, dm[b, hd]
+                if abs(dot) >= floor:
+                    d_dot = d_den * (1.0 if dot >= 0.0 else -1.0)
+                else:
+                    dm_new -= d_den * floor
+                d_fs, d_is = 0.0, 0.0
+                for kk in range(dh):
+                    d_q[b, t, hd, kk] += d_dot * ns[t + 1, b, hd, kk]
+                    dn_k = dn[b, hd, kk] + d_dot * q[b, t, hd, kk]
+                    d_fs += dn_k * ns[t, b, hd, kk]
+                    d_is += dn_k * k[b, t, hd, kk]
+                    d_k[b, t, hd, kk] += i_s * dn_k
+                    dn[b, hd, kk] = f_s * dn_k
+                for a in range(dh):
+                    dv_a = 0.0
+                    for kk in range(dh):
+                        d_q[b, t, hd, kk] += d_num[a] * Cs[t + 1, b, hd, a, kk]
+                        dc = dC[b, hd, a, kk] + d_num[a] * q[b, t, hd, kk]
+                        d_fs += dc * Cs[t, b, hd, a, kk]
+                        d_is += dc * v[b, t, hd, a] * k[b, t, hd, kk]
+                        dv_a += dc * k[b, t, hd, kk]
+                        d_k[b, t, hd, kk] += i_s * dc * v[b, t, hd, a]
+                        dC[b, hd, a, kk] = f_s * dc
+                    d_v[b, t, hd, a] += i_s * dv_a
+                # f' = exp(log f + m_prev - m_new), i' = exp(log i - m_new), m_new = max(log f + m_prev, log i)
+                d_lf, d_mp = d_fs * f_s, d_fs * f_s
+                d_li = d_is * i_s
+                dm_new -= d_fs * f_s + d_is * i_s
+                if lf + m_prev >= li:
+                    d_lf += dm_new
+                    d_mp += dm_new
+                else:
+                    d_li += dm_new
+                d_log_f[b, t, hd] += d_lf
+                d_log_i[b, t, hd] += d_li
+                dm[b, hd] = d_mp
