@@ -454,8 +454,9 @@ def _robustness_run(
 
 def _fan_out(fn, jobs: list, workers: int, executor: str):
     """`fn(job)` for every job, yielded in job order: in this process (workers 1), or on `workers` processes of a
-    local pool (executor "process", spawned: no state inherited) or Ray actors (executor "ray", on the Ray instance
-    this process is connected to, a local one otherwise)."""
+    local pool (executor "process"; forked, as `make_dataset`'s pool, so they start at once instead of importing
+    torch again) or Ray actors (executor "ray", on the Ray instance this process is connected to, a local one
+    otherwise)."""
     if workers <= 1:
         yield from map(fn, jobs)
         return
@@ -464,7 +465,7 @@ def _fan_out(fn, jobs: list, workers: int, executor: str):
 
         pool = Pool(workers)
     else:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers)
     with pool:
         yield from pool.imap(fn, jobs)
 
