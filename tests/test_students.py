@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psixlstm.models.students import StudentConfig, _ClusteredScan, build_student
+from psixlstm.models.students import LIPSCHITZ_MAX, StudentConfig, _ClusteredScan, build_student
 from psixlstm.physics import DevicePhysics
 
 MEM = DevicePhysics("memristor")
@@ -97,6 +97,30 @@ def test_forward_equals_step_by_step_replay():
                 u_prev = u[:, t]
                 xs.append(x)
         torch.testing.assert_close(fast, torch.stack(xs, 1), rtol=1e-10, atol=1e-12)
+
+
+def test_clustered_drive_is_contracting_so_every_step_has_one_solution():
+    """Whatever the raw weights, |dg/dx| <= LIPSCHITZ_MAX: the stiff implicit step (h = 1e4 tau) is then the unique
+    root and Newton reaches it from any start (here: far from it)."""
+    s = _student("clustered")
+    with torch.no_grad():
+        for p in (s.w1.weight, s.w2.weight):
+            p.mul_(20.0)
+    w1, _, w2, _ = s.drive_weights()
+    n = s.n_states
+    gain = torch.linalg.matrix_norm(w2, 2) * torch.linalg.matrix_norm(w1[:, :n], 2)
+    assert float(gain.detach()) <= LIPSCHITZ_MAX + 1e-9
+    h = torch.full((4,), 1e4 * max(s.time_constants_s()), dtype=torch.float64)
+    u0, u1 = torch.zeros(4, 1, dtype=torch.float64), torch.linspace(-1.5, 1.5, 4, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        x_near = s.step(torch.zeros(4, n, dtype=torch.float64), u0, u1, h, torch.ones(4, dtype=torch.float64))
+        x_far = s.step(torch.full((4, n), 50.0, dtype=torch.float64), u0, u1, h, torch.ones(4, dtype=torch.float64))
+        for x0, x1 in ((torch.zeros(4, n, dtype=torch.float64), x_near), (torch.full((4, n), 50.0), x_far)):
+            resid = x1 - x0.double() - h[:, None] * s.rate(x1, u1)
+            assert resid.abs().max() < 1e-9
+    # backward Euler with h >> tau nearly forgets the start: x1 (1 + h/tau) - (h/tau) g(x1) = x0 moves x1 by at
+    # most |x0| / (h/tau) / (1 - LIPSCHITZ_MAX) = 0.1 here
+    torch.testing.assert_close(x_near, x_far, rtol=0, atol=0.1)
 
 
 @pytest.mark.parametrize("rest_drive", [True, False])

@@ -270,7 +270,7 @@ def train_model(
         model.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
         sums: dict[str, float] = {}
-        n_chunks = 0
+        n_chunks = skipped = 0
         for b0 in range(0, len(order), cfg.batch_size):
             idx = order[b0 : b0 + cfg.batch_size]
             batch = make_batch(
@@ -297,8 +297,11 @@ def train_model(
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
-                opt.step()
+                norm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+                if torch.isfinite(norm):
+                    opt.step()
+                else:  # one overflowing chunk must not turn every weight into NaN: skip it and count it
+                    skipped += 1
                 sched.step()
                 state["steps"] += 1
                 carried = detach_state(out.state)
@@ -306,7 +309,7 @@ def train_model(
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n_chunks += 1
         val = validation_loss(model, val_batch)
-        record = {"epoch": epoch, "val_mse": val, "lr": sched.get_last_lr()[0]}
+        record = {"epoch": epoch, "val_mse": val, "lr": sched.get_last_lr()[0], "skipped_steps": skipped}
         record.update({f"train_{k}": v / max(n_chunks, 1) for k, v in sums.items()})
         state["history"].append(record)
         if val < state["best_val"]:

@@ -16,6 +16,7 @@ contributions. The same model always gives byte-identical text.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -56,14 +57,18 @@ class VerilogAModel:
 
 
 def _weights(linear: torch.nn.Linear) -> tuple[list[list[float]], list[float]]:
-    w = linear.weight.detach().double().tolist()
-    b = linear.bias.detach().double().tolist() if linear.bias is not None else [0.0] * len(w)
+    return _as_lists(linear.weight, linear.bias)
+
+
+def _as_lists(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[list[list[float]], list[float]]:
+    w = weight.detach().double().tolist()
+    b = bias.detach().double().tolist() if bias is not None else [0.0] * len(w)
     return w, b
 
 
 def _clustered_drive(s: ClusteredTauStudent, us: list[str], lines: list[str], reals: list[str]) -> list[str]:
-    n, w1, b1 = s.n_states, *_weights(s.w1)
-    w2, b2 = _weights(s.w2)
+    w1_eff, b1_eff, w2_eff, b2_eff = copy.deepcopy(s).double().drive_weights()  # as the float64 replay uses them
+    n, (w1, b1), (w2, b2) = s.n_states, _as_lists(w1_eff, b1_eff), _as_lists(w2_eff, b2_eff)
     xs = [f"V(x{j})" for j in range(n)]
     rest = s.cfg.physics.kind == "memristor"
     for h in range(len(w1)):

@@ -231,18 +231,30 @@ class ClusteredTauStudent(ContinuousStudent):
     def tau_per_state(self) -> Tensor:
         return self.cluster_tau()[self.cluster_of_state]  # tied within a cluster
 
+    def drive_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(W1, b1, W2, b2) of g = W2 tanh(W1 [x; u] + b1) + b2 as used (and exported): the state columns of W1 are
+        scaled so that |W2|_2 |W1_x|_2 <= LIPSCHITZ_MAX. Then |dg/dx| < 1, the ODE is contracting and every implicit
+        step (any h, trapezoidal or backward Euler) has exactly one solution and a nonsingular Newton Jacobian, in
+        training and in SPICE alike. Free weights drifted into folds where the solution jumped and gradients
+        overflowed."""
+        n = self.n_states
+        w1x, w1u = self.w1.weight[:, :n], self.w1.weight[:, n:]
+        gain = torch.linalg.matrix_norm(self.w2.weight, 2) * torch.linalg.matrix_norm(w1x, 2)
+        scale = torch.clamp(LIPSCHITZ_MAX / gain, max=1.0)
+        return torch.cat([w1x * scale, w1u], 1), self.w1.bias, self.w2.weight, self.w2.bias
+
     def drive(self, x: Tensor, u: Tensor) -> Tensor:
-        g = self.w2(torch.tanh(self.w1(torch.cat([x, u], -1))))
+        w1, b1, w2, b2 = self.drive_weights()
+        g = torch.tanh(torch.cat([x, u], -1) @ w1.T + b1) @ w2.T + b2
         if self.cfg.physics.kind == "memristor":  # no drive at V = 0: rests only relax the states
-            g = g - self.w2(torch.tanh(self.w1(torch.cat([x, torch.zeros_like(u)], -1))))
+            g = g - torch.tanh(torch.cat([x, torch.zeros_like(u)], -1) @ w1.T + b1) @ w2.T - b2
         return g
 
     def integrate(self, x: Tensor, u: Tensor, dt: Tensor, backward_euler: Tensor) -> Tensor:
         theta = 0.5 + 0.5 * backward_euler
         return _ClusteredScan.apply(
-            x, self.w1.weight, self.w1.bias, self.w2.weight, self.w2.bias, 1.0 / self.tau_per_state(), u, dt, theta,
-            self.cfg.physics.kind == "memristor",
-        )  # fmt: skip
+            x, *self.drive_weights(), 1.0 / self.tau_per_state(), u, dt, theta, self.cfg.physics.kind == "memristor"
+        )
 
     @property
     def cluster_tau_s(self) -> list[float]:
@@ -295,6 +307,7 @@ class LowRankStudent(ContinuousStudent):
         return (mem @ self.q) / torch.sqrt((n @ self.q)[..., None] ** 2 + 1.0)
 
 
+LIPSCHITZ_MAX = 0.95  # bound on |dg/dx|_2 of the clustered student's drive (see drive_weights)
 NEWTON_TOL = 1e-13  # absolute, on the state update (states are O(1)); the step is solved in float64
 NEWTON_MAX_ITERATIONS = 50
 
@@ -410,7 +423,7 @@ def _clustered_forward(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs
                         break
                     delta = 0.5 * delta
                 x1, resid = x_try, r_try
-                if np.max(np.abs(delta)) < NEWTON_TOL:
+                if not np.max(np.abs(delta)) >= NEWTON_TOL:  # converged (or NaN: nothing left to solve)
                     break
             xs[b, t + 1] = x1
 
