@@ -132,8 +132,9 @@ def _model_row(metrics: dict, latency_us: float | None) -> dict:
     }
 
 
-def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Run (or resume) the whole pipeline for `cfg` under `out_dir`; returns metrics.json's content."""
+def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, data_workers: int | None = None) -> dict:
+    """Run (or resume) the whole pipeline for `cfg` under `out_dir`; returns metrics.json's content. data_workers:
+    processes that simulate the dataset (default one per core; the data do not depend on it)."""
     import torch
 
     from . import __version__
@@ -154,7 +155,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> 
     wall = time.perf_counter()
 
     def data_stage(d: Path) -> dict:
-        ds = make_dataset(cfg.device, b.data_preset, seed=0, progress=progress)
+        ds = make_dataset(cfg.device, b.data_preset, seed=0, progress=progress, workers=data_workers)
         ds.save(d)
         return {"sequences": len(ds.sequences), "device": ds.device}
 
