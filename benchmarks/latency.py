@@ -21,12 +21,13 @@ from psixlstm.models.teacher import Teacher, TeacherConfig
 from psixlstm.physics import DevicePhysics
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", help="train-teacher output directory")
     parser.add_argument("--student", action="append", default=[], help="distill output directory (repeatable)")
-    parser.add_argument("--steps", type=int, default=256)
-    args = parser.parse_args()
+
+
+def build_models(args: argparse.Namespace) -> dict:
+    """The teacher (trained, or default-size untrained), both students and the baselines, keyed by name."""
     torch.manual_seed(0)
     if args.teacher:
         teacher = load_teacher(args.teacher)[0]
@@ -61,6 +62,16 @@ def main() -> None:
             "linear_state_space": LinearStateSpace(n_in, teacher.cfg.n_out, d),
         }
     )
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--steps", type=int, default=256)
+    args = parser.parse_args()
+    models = build_models(args)
+    n_in = models["teacher"].cfg.n_in
     print(f"{'model':<20} {'params':>7} {'us/step b=1':>12} {'x teacher':>10} {'us/step b=64':>13} {'x teacher':>10}")
     results = {
         name: (latency_us_per_step(m, n_in, 1, args.steps), latency_us_per_step(m, n_in, 64, args.steps))

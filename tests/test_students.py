@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from psixlstm.models.students import LIPSCHITZ_MAX, StudentConfig, _ClusteredScan, build_student
+from psixlstm.models.students import (
+    LIPSCHITZ_MAX,
+    StudentConfig,
+    _ClusteredScan,
+    _DiagonalRecurrence,
+    build_student,
+)
 from psixlstm.physics import DevicePhysics
 
 MEM = DevicePhysics("memristor")
@@ -145,6 +151,15 @@ def test_clustered_gradients_are_the_adjoint_of_the_converged_steps(rest_drive):
 
     params = (x0, s.w1.weight, s.w1.bias, s.w2.weight, s.w2.bias, log_tau)
     assert torch.autograd.gradcheck(states, params, eps=1e-7, atol=1e-6, rtol=1e-5)
+
+
+def test_lowrank_linear_steps_gradients():
+    """The compiled diagonal recurrence behind the low-rank student's closed-form steps, against finite differences."""
+    torch.manual_seed(3)
+    decay = torch.rand(2, 15, 3, dtype=torch.float64, requires_grad=True)
+    gain = torch.randn(2, 15, 3, dtype=torch.float64, requires_grad=True)
+    x0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_DiagonalRecurrence.apply, (decay, gain, x0))
 
 
 @pytest.mark.parametrize("kind", ["clustered", "lowrank"])

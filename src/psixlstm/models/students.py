@@ -138,11 +138,57 @@ def spice_charge_current(
     return torch.stack(out, 1), q_before, i_before
 
 
-def linear_update(x: Tensor, g0: Tensor, g1: Tensor, h: Tensor, theta: Tensor, inv_tau: Tensor) -> Tensor:
-    """The implicit step of tau dx/dt = -x + g(u) (drive independent of x) in closed form:
-    x1 = (x (1 - (1 - theta) h / tau) + h / tau (theta g1 + (1 - theta) g0)) / (1 + theta h / tau)."""
+def linear_steps(x: Tensor, g: Tensor, h: Tensor, theta: Tensor, inv_tau: Tensor) -> Tensor:
+    """The implicit steps of tau dx/dt = -x + g(u) (drive independent of x) in closed form, all steps at once:
+    x_t = decay_t x_(t-1) + gain_t with decay = (1 - (1 - theta) h / tau) / (1 + theta h / tau) and
+    gain = h / tau (theta g_t + (1 - theta) g_(t-1)) / (1 + theta h / tau).
+    x (B, N), g (B, T + 1, N) drives at the step ends, h, theta (B, T, 1) -> states (B, T, N)."""
     a = h * inv_tau
-    return (x * (1 - (1 - theta) * a) + a * (theta * g1 + (1 - theta) * g0)) / (1 + theta * a)
+    decay = (1 - (1 - theta) * a) / (1 + theta * a)
+    gain = a * (theta * g[:, 1:] + (1 - theta) * g[:, :-1]) / (1 + theta * a)
+    return _DiagonalRecurrence.apply(decay, gain, x)
+
+
+class _DiagonalRecurrence(torch.autograd.Function):
+    """x_t = decay_t * x_(t-1) + gain_t (elementwise) as a compiled loop, with its reverse loop."""
+
+    @staticmethod
+    def forward(ctx, decay, gain, x0):
+        xs = np.empty(decay.shape)
+        _diagonal_forward(_f64(decay), _f64(gain), _f64(x0), xs)
+        ctx.save_for_backward(decay, x0)
+        ctx.xs = xs
+        return torch.from_numpy(xs).to(decay.dtype)
+
+    @staticmethod
+    def backward(ctx, d_xs):
+        decay, x0 = ctx.saved_tensors
+        d_decay, d_gain, d_x0 = np.empty(decay.shape), np.empty(decay.shape), np.empty(x0.shape)
+        _diagonal_backward(_f64(d_xs), _f64(decay), _f64(x0), ctx.xs, d_decay, d_gain, d_x0)
+        return tuple(torch.from_numpy(g).to(decay.dtype) for g in (d_decay, d_gain, d_x0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _diagonal_forward(decay, gain, x0, xs):
+    for b in range(decay.shape[0]):
+        for j in range(decay.shape[2]):
+            x = x0[b, j]
+            for t in range(decay.shape[1]):
+                x = decay[b, t, j] * x + gain[b, t, j]
+                xs[b, t, j] = x
+
+
+@numba.njit(cache=True, nogil=True)
+def _diagonal_backward(d_xs, decay, x0, xs, d_decay, d_gain, d_x0):
+    for b in range(decay.shape[0]):
+        for j in range(decay.shape[2]):
+            carry = 0.0
+            for t in range(decay.shape[1] - 1, -1, -1):
+                g = d_xs[b, t, j] + carry
+                d_gain[b, t, j] = g
+                d_decay[b, t, j] = g * (xs[b, t - 1, j] if t > 0 else x0[b, j])
+                carry = g * decay[b, t, j]
+            d_x0[b, j] = carry
 
 
 class ContinuousStudent(SequenceModel):
@@ -292,13 +338,8 @@ class LowRankStudent(ContinuousStudent):
         return torch.cat([mem.flatten(-2), i * k], -1)
 
     def integrate(self, x: Tensor, u: Tensor, dt: Tensor, backward_euler: Tensor) -> Tensor:
-        g = self.drive(None, u)  # drives of all steps at once, then the closed-form linear steps
-        inv_tau, theta, h = 1.0 / self.tau_per_state(), (0.5 + 0.5 * backward_euler)[..., None], dt[..., None]
-        xs = []
-        for t in range(dt.shape[1]):
-            x = linear_update(x, g[:, t], g[:, t + 1], h[:, t], theta[:, t], inv_tau)
-            xs.append(x)
-        return torch.stack(xs, 1)
+        theta = (0.5 + 0.5 * backward_euler)[..., None]
+        return linear_steps(x, self.drive(None, u), dt[..., None], theta, 1.0 / self.tau_per_state())
 
     def readout_features(self, x: Tensor) -> Tensor:
         r = self.cfg.rank
