@@ -190,7 +190,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     sims = _simulators(args)
     report = verify_export(
-        args.model, sims, robustness_n=args.robustness, robustness_seed=args.robustness_seed, progress=not args.quiet
+        args.model,
+        sims,
+        robustness_n=args.robustness,
+        robustness_seed=args.robustness_seed,
+        progress=not args.quiet,
+        workers=args.workers,
+        executor=args.executor,
     )
     for sim in sims:
         entry = report[sim]
@@ -441,6 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
         "PRBS, DC bias) plus a DC sweep; failures are counted per kind and exit 1 (0 = skip)",
     )
     p.add_argument("--robustness-seed", type=int, default=0, help="seed of the robustness stimuli")
+    p.add_argument(
+        "--workers", type=int, default=1, help="robustness runs in parallel (results are identical to a serial run)"
+    )
+    p.add_argument(
+        "--executor",
+        choices=["process", "ray"],
+        default="process",
+        help="where the parallel robustness runs go: a local process pool, or Ray (a local instance, or the "
+        "cluster that RAY_ADDRESS names)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)
     return parser
