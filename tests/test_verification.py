@@ -1,5 +1,6 @@
 """Verification: realistic use against the converged PyTorch student, and robustness counts in real simulators
-(ngspice and VACASK, reltol 1e-4) for a small memristor student and for a module that fails beyond 2 V."""
+(ngspice and VACASK, reltol 1e-4) for small memristor, MOSFET and BJT students and for modules that fail beyond
+2 V."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from psixlstm.models.students import StudentConfig, build_student
 from psixlstm.physics import DevicePhysics
 from psixlstm.verification import (
     ROBUSTNESS_KINDS,
+    ROBUSTNESS_TIME_SCALE,
     _peak_v,
     converged_replay,
     robustness,
@@ -39,6 +41,20 @@ module faulty(p, n);
     analog I(p, n) <+ 1e-3 * V(p, n) * sqrt(2.0 - abs(V(p, n)));
 endmodule
 """
+# the same beyond 2 V between gate and source, and a MOSFET-like drain current below
+FAULTY_MOSFET_VA = """`include "disciplines.vams"
+module faulty3(d, g, s);
+    inout d, g, s;
+    electrical d, g, s;
+    analog I(d, s) <+ 1e-3 * V(d, s) * sqrt(2.0 - abs(V(g, s)));
+endmodule
+"""
+# MOSFET v_gs, v_ds / BJT v_be, v_ce: the largest |V| of the training data (V), and current scales (A)
+TERMINAL_SCALES = {
+    "mosfet": Scales(np.array([1.25, 1.25]), np.array([4e-5, 5e-3]), 5e-10, 5e-8),
+    "bjt": Scales(np.array([0.75, 5.2]), np.array([3e-2, 7.5e-2]), 5e-10, 5e-8),
+}
+PHYSICS = {"mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1), "bjt": DevicePhysics("bjt")}
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +74,57 @@ def exported(tmp_path_factory):
     return s, va, spice.compile_va(d / "m.va", opt_level=0, cache_dir=d)
 
 
-def test_robustness_cases_are_reproducible_and_stress_the_model():
+def _terminal_student(device: str):
+    """A small clustered MOSFET or BJT student with trained-looking weights (time constants 2-200 ns)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    cfg = StudentConfig(
+        kind="clustered", n_in=2, n_out=2, tau_s=[2e-9, 2e-8, 2e-7], physics=PHYSICS[device], t_scale_s=1e-9
+    )
+    s = build_student(cfg)
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return s
+
+
+@pytest.fixture(scope="module", params=["mosfet", "bjt"])
+def exported_terminal(request, tmp_path_factory):
+    """`_terminal_student`, exported and compiled at -O0."""
+    device = request.param
+    s = _terminal_student(device)
+    va = emit_veriloga(s, TERMINAL_SCALES[device], module=f"t_rob_{device}")
+    d = tmp_path_factory.mktemp(f"verify_{device}")
+    (d / "m.va").write_text(va.text)
+    return device, s, va, spice.compile_va(d / "m.va", opt_level=0, cache_dir=d)
+
+
+@pytest.mark.parametrize(
+    ("device", "v_scale"),
+    [("memristor", V_SCALE), ("mosfet", TERMINAL_SCALES["mosfet"].input_scale_v), ("bjt", (0.75, 5.2))],
+    ids=["memristor", "mosfet", "bjt"],
+)
+def test_robustness_cases_are_reproducible_and_stress_the_model(device, v_scale):
+    """One stimulus per driven terminal, up to 2 v_scale each (program_2x: exactly), 1 ns edges, durations
+    scaled to the device; the same (index, seed) gives the same case, another seed another."""
     edges = {"pulse_1ns", "pwl_1ns", "impulses", "prbs"}
+    v = np.atleast_1d(v_scale)
     for index in range(2 * len(ROBUSTNESS_KINDS)):
-        kind, stim, t_stop = robustness_case(index, 7, V_SCALE)
+        kind, stims, t_stop = robustness_case(index, 7, v_scale, device)
         assert kind == ROBUSTNESS_KINDS[index % len(ROBUSTNESS_KINDS)]
-        assert robustness_case(index, 7, V_SCALE)[1].to_dict() == stim.to_dict()
-        peak = _peak_v(stim, t_stop)
-        assert peak <= 2 * V_SCALE * (1 + 1e-9), (kind, peak)
-        if kind == "program_2x":
-            assert peak == pytest.approx(2 * V_SCALE, rel=1e-9)
-        if kind in edges:
-            assert np.min(np.diff(stim.breakpoints(t_stop))) == pytest.approx(1e-9, rel=1e-6), kind
-    assert robustness_case(0, 8, V_SCALE)[1].to_dict() != robustness_case(0, 7, V_SCALE)[1].to_dict()
+        assert len(stims) == v.size
+        assert t_stop / ROBUSTNESS_TIME_SCALE[device] in (4e-3, 1e-3, 0.5e-3)
+        again = robustness_case(index, 7, v_scale, device)[1]
+        assert [a.to_dict() for a in again] == [stim.to_dict() for stim in stims]
+        for stim, v_k in zip(stims, v, strict=True):
+            peak = _peak_v(stim, t_stop)
+            assert peak <= 2 * v_k * (1 + 1e-9), (kind, peak)
+            if kind == "program_2x":
+                assert peak == pytest.approx(2 * v_k, rel=1e-9)
+            if kind in edges:
+                assert np.isclose(np.diff(stim.breakpoints(t_stop)), 1e-9, rtol=1e-6).any(), kind
+    first = robustness_case(0, 7, v_scale, device)[1][0].to_dict()
+    assert robustness_case(0, 8, v_scale, device)[1][0].to_dict() != first
 
 
 @requires_ngspice
@@ -90,6 +144,28 @@ def test_robustness_runs_every_case_in_both_simulators(exported):
 
 
 @requires_ngspice
+def test_terminal_robustness_runs_every_case_in_both_simulators(exported_terminal):
+    """A MOSFET or BJT student: every kind once per simulator with both driven terminals stressed, counts that add
+    up, and one DC sweep per driven terminal that converges and matches the PyTorch static currents."""
+    device, s, va, osdi = exported_terminal
+    scales = TERMINAL_SCALES[device]
+    n = len(ROBUSTNESS_KINDS)
+    sims = ("ngspice", "vacask")
+    report = robustness(s, scales.input_scale_v, scales.output_scale_a, osdi, va.module, va.state_nodes, sims, n=n)
+    assert report["driven"] == list(va.driven)
+    assert report["max_amplitude_v"] == pytest.approx(list(2 * scales.input_scale_v))
+    for sim in sims:
+        rob = report[sim]
+        assert rob["total"] == {"runs": n, "ok": n, "convergence": 0, "timeout": 0, "error": 0, "nonfinite": 0}
+        assert all(c["runs"] == 1 and c["max_abs_current_over_i_scale"] > 0 for c in rob["by_kind"].values())
+        assert rob["failures"] == []
+        dc = rob["dc_sweep"]
+        assert dc["status"] == "ok" and [sweep["source"] for sweep in dc["sweeps"]] == [f"v{n}" for n in va.driven]
+        assert dc["sweeps"][0]["held_v"] == {va.driven[1]: scales.input_scale_v[1]}
+        assert dc["max_rel_err_vs_pytorch"] <= 1e-4
+
+
+@requires_ngspice
 def test_robustness_counts_and_lists_failures(exported, tmp_path):
     s = exported[0]
     (tmp_path / "faulty.va").write_text(FAULTY_VA)
@@ -106,6 +182,29 @@ def test_robustness_counts_and_lists_failures(exported, tmp_path):
         assert len(rob["failures"]) == failed > 0
         assert {f["kind"] for f in rob["failures"]} >= {"program_2x"}
         assert rob["dc_sweep"]["status"] != "ok"
+
+
+@requires_ngspice
+def test_terminal_robustness_counts_and_lists_failures(tmp_path):
+    """A three-terminal module with NaN beyond 2 V gate-source: the runs and the gate sweep that go there fail and
+    are counted; the drain sweep (gate held at 1.25 V) converges."""
+    s = _terminal_student("mosfet")
+    (tmp_path / "faulty3.va").write_text(FAULTY_MOSFET_VA)
+    osdi = spice.compile_va(tmp_path / "faulty3.va", opt_level=0, cache_dir=tmp_path)
+    scales = TERMINAL_SCALES["mosfet"]
+    n = len(ROBUSTNESS_KINDS)
+    report = robustness(s, scales.input_scale_v, scales.output_scale_a, osdi, "faulty3", [], ("ngspice", "vacask"), n=n)
+    for sim in ("ngspice", "vacask"):
+        rob = report[sim]
+        total = rob["total"]
+        failed = total["convergence"] + total["timeout"] + total["error"] + total["nonfinite"]
+        assert total["runs"] == n and total["ok"] + failed == n
+        assert rob["by_kind"]["program"]["ok"] == 1  # the training range: |V_GS| <= 1.25 V
+        assert rob["by_kind"]["program_2x"]["ok"] == 0  # peaks at 2.5 V
+        assert len(rob["failures"]) == failed > 0
+        gate, drain = rob["dc_sweep"]["sweeps"]
+        assert rob["dc_sweep"]["status"] == gate["status"] != "ok"
+        assert drain["status"] == "ok"
 
 
 def _without_wall_times(report: dict, simulators: tuple[str, ...]) -> dict:
@@ -202,6 +301,34 @@ def test_verify_command_writes_robustness_counts(exported, tmp_path, capsys):
     assert rob["v_scale_v"] == V_SCALE and rob["max_amplitude_v"] == 2 * V_SCALE
     assert rob["ngspice"]["total"]["runs"] == rob["ngspice"]["total"]["ok"] == 8
     assert "robustness (ngspice): 8/8 runs ok" in capsys.readouterr().out
+
+
+@requires_ngspice
+def test_verify_command_writes_terminal_robustness_counts(tmp_path, capsys):
+    """`psi-xlstm verify` on an exported BJT student runs the robustness cases and DC sweeps too."""
+    import json
+
+    from psixlstm.artifacts import save_model
+    from psixlstm.cli import main
+
+    s, scales = _terminal_student("bjt"), TERMINAL_SCALES["bjt"]
+    (tmp_path / "student").mkdir()
+    save_model(
+        tmp_path / "student",
+        "student",
+        s,
+        {"config": s.cfg.to_dict(), "scales": scales.to_dict()},
+        {"test": {"vs_clean": {"nrmse": 0.1}}},
+    )
+    out = tmp_path / "export"
+    assert main(["export", "--student", str(tmp_path / "student"), "--out", str(out), "--opt-level", "0"]) == 0
+    args = ["verify", "--model", str(out), "--simulator", "ngspice", "--robustness", "8", "--quiet"]
+    assert main(args) == 0
+    rob = json.loads((out / "verify.json").read_text())["robustness"]
+    assert rob["driven"] == ["b", "c"] and rob["v_scale_v"] == pytest.approx([0.75, 5.2])
+    assert rob["ngspice"]["total"]["runs"] == rob["ngspice"]["total"]["ok"] == 8
+    assert [sweep["status"] for sweep in rob["ngspice"]["dc_sweep"]["sweeps"]] == ["ok", "ok"]
+    assert "robustness (ngspice): 8/8 runs ok, DC sweep ok" in capsys.readouterr().out
 
 
 @requires_ngspice

@@ -7,7 +7,8 @@
   converged PyTorch solution (`converged_replay`, a grid far finer than the data's), and the error the student makes
   on the dataset's own grid against that same converged solution.
 - Robustness (`robustness`): many random and stress stimuli (up to 2x the training amplitude, 1 ns edges, impulses,
-  bursts, PRBS, DC bias) and a DC sweep; failed runs and non-finite outputs are counted per stimulus kind.
+  bursts, PRBS, DC bias; one per driven terminal) and a DC sweep per driven terminal; failed runs and non-finite
+  outputs are counted per stimulus kind. Memristor, MOSFET and BJT students alike.
 
 Units: time s, voltage V, current A.
 """
@@ -18,12 +19,13 @@ import dataclasses
 import functools
 import multiprocessing
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import stimuli as st
-from .export.veriloga import circuit_nodes
+from .export.veriloga import TERMINALS, circuit_nodes
 from .models.students import ContinuousStudent, backward_euler_steps
 
 REALISTIC_RELTOL = 1e-4
@@ -34,6 +36,8 @@ REFERENCE_DT_MAX_S = 1e-6  # converged reference: coarsest step
 REFERENCE_POINTS_PER_PERIOD = 100  # converged reference: steps per period of an active tone
 REFERENCE_CHECK_FACTOR = 4  # the reference is checked against one on a grid this much coarser
 ROBUSTNESS_KINDS = ("program", "program_2x", "pulse_1ns", "pwl_1ns", "impulses", "burst", "prbs", "dc_bias")
+# durations of the robustness cases relative to the memristor's (1 ms runs); MOSFET/BJT: 10 us runs
+ROBUSTNESS_TIME_SCALE = {"memristor": 1.0, "mosfet": 1e-2, "bjt": 1e-2}
 ROBUSTNESS_EDGE_S = 1e-9
 ROBUSTNESS_DC_POINTS = 81
 
@@ -63,22 +67,23 @@ def replay(
 
 
 @torch.no_grad()
-def static_current(student: ContinuousStudent, v_scale: float, i_scale: float, v_v: np.ndarray) -> np.ndarray:
-    """The current (A) at voltages v_v with every state at 0: what a DC analysis of the exported module computes
-    (it holds the states at their initial value 0)."""
+def static_current(student: ContinuousStudent, v_scale, i_scale, v_v: np.ndarray) -> np.ndarray:
+    """The currents (A) at voltages v_v with every state at 0: what a DC analysis of the exported module computes
+    (it holds the states at their initial value 0, and ddt(Q) vanishes). v_v, v_scale, i_scale as in `replay`."""
     model = student.double().eval()
-    u = torch.tensor(np.asarray(v_v, float) / v_scale)[None, :, None]
+    v = np.asarray(v_v, float)
+    u = torch.tensor(v.reshape(v.shape[0], -1) / np.asarray(v_scale, float))[None]
     feats = model.readout_features(torch.zeros(1, u.shape[1], model.n_states, dtype=torch.float64))
-    y = model.readout.static(feats, u)[0, :, 0].numpy() * i_scale
+    y = model.readout.static(feats, u)[0].numpy() * np.asarray(i_scale, float)
     model.float()
-    return y
+    return y[:, 0] if v.ndim == 1 else y
 
 
-def bandwidth_max_step(stim: st.Stimulus, t_stop_s: float) -> float:
-    """A user's SPICE max step (s): 1/20 of the period of the fastest tone that is on, at most 5 us. Edges need no
-    bound: they are breakpoints, which SPICE steps onto."""
+def bandwidth_max_step(stim: st.Stimulus, t_stop_s: float, cap_s: float = BANDWIDTH_MAX_STEP_S) -> float:
+    """A user's SPICE max step (s): 1/20 of the period of the fastest tone that is on, at most `cap_s` (5 us).
+    Edges need no bound: they are breakpoints, which SPICE steps onto."""
     f_tone = max((tone.frequency_hz for tone in stim.active_tones(t_stop_s)), default=0.0)
-    return min(1.0 / (20.0 * f_tone), BANDWIDTH_MAX_STEP_S) if f_tone > 0 else BANDWIDTH_MAX_STEP_S
+    return min(1.0 / (20.0 * f_tone), cap_s) if f_tone > 0 else cap_s
 
 
 def reference_dt_min(student: ContinuousStudent) -> float:
@@ -136,30 +141,70 @@ def _nrmse(pred: np.ndarray, ref: np.ndarray, scale: float) -> float:
     return float(np.sqrt(np.mean((pred - ref) ** 2)) / scale)
 
 
+@dataclasses.dataclass(frozen=True)
+class Testbench:
+    """An exported module in a testbench: a voltage source `v<node>` from each driven terminal to ground, the
+    reference terminal on ground (by default the memristor's p against n), instance `dut` with its states saved."""
+
+    osdi_path: str | Path
+    module: str
+    state_nodes: tuple[str, ...]
+    driven: tuple[str, ...] = TERMINALS["memristor"][0]
+    reference: str = TERMINALS["memristor"][1]
+    ports: tuple[str, ...] = TERMINALS["memristor"][2]
+    params: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, osdi_path, module: str, state_nodes, device: str) -> Testbench:
+        """The testbench of an exported `device` student ("memristor", "mosfet", "bjt"), wired as `TERMINALS`."""
+        driven, reference, ports = TERMINALS[device]
+        return cls(osdi_path, module, tuple(state_nodes), driven, reference, ports)
+
+    def circuit(self, waveforms=None, dc_v=None):
+        """The circuit with one transient waveform per driven terminal, or DC sources (V, one per driven terminal;
+        default 0)."""
+        from . import spice
+
+        n = len(self.driven)
+        waves = waveforms if waveforms is not None else [None] * n
+        dc = np.broadcast_to(np.asarray(0.0 if dc_v is None else dc_v, float), (n,))
+        sources = [
+            spice.VoltageSource(f"v{node}", node, "0", waveform=w, dc_v=float(v))
+            for node, w, v in zip(self.driven, waves, dc, strict=True)
+        ]
+        nodes = circuit_nodes(self.ports, self.reference)
+        dut = spice.OsdiDevice("dut", nodes, self.module, self.osdi_path, self.params, tuple(self.state_nodes))
+        return spice.Circuit(f"verify_{self.module}", [*sources, dut])
+
+    def currents(self, w) -> np.ndarray:
+        """(N, n_driven) currents (A) into the driven terminals of a run."""
+        return np.stack([-w.current(f"v{node}") for node in self.driven], 1)
+
+    def voltages(self, w) -> np.ndarray:
+        """(N, n_driven) driven terminal voltages (V) of a run."""
+        return np.stack([w.voltage(node) for node in self.driven], 1)
+
+    def signals(self) -> list[str]:
+        """The keys of every saved signal: terminal voltages, source currents, states."""
+        terminals = [f"v({n})" for n in self.driven] + [f"i(v{n})" for n in self.driven]
+        return terminals + [f"x(dut.{x})" for x in self.state_nodes]
+
+
 def _run(
-    model_osdi,
-    module: str,
-    nodes,
-    stim,
+    bench: Testbench,
+    stims: list,
     t_stop: float,
     max_step: float,
     reltol: float,
     simulator: str,
     method: str = "trap",
-    params: dict | None = None,
     timeout_s: float = 600.0,
 ):
+    """A transient of `bench` driven by `stims` (one per driven terminal) from 0 to t_stop (s), max step (s)."""
     from . import spice
 
-    circuit = spice.Circuit(
-        "verify",
-        [
-            spice.VoltageSource("vp", "p", "0", waveform=stim),
-            spice.OsdiDevice("dut", ("p", "0"), module, model_osdi, params or {}, tuple(nodes)),
-        ],
-    )
     return spice.run_circuit(
-        circuit,
+        bench.circuit(stims),
         spice.Transient(stop_s=t_stop, step_s=max_step, max_step_s=max_step, reltol=reltol, method=method),
         simulator,
         timeout_s=timeout_s,
@@ -218,7 +263,13 @@ def verify_memristor_student(
     bps = stim.breakpoints(duration_s)
     max_step = bandwidth_max_step(stim, duration_s)
     grid = st.multirate_grid(stim, duration_s, *DATASET_DT_S)
-    ref_osdi = spice.compile_va(memristor.va_path(), opt_level=1)
+    bench = Testbench(osdi_path, module, tuple(state_nodes))
+    ref_bench = Testbench(
+        spice.compile_va(memristor.va_path(), opt_level=1),
+        memristor.VA_MODULE,
+        tuple(memristor.STATE_NODES),
+        params=memristor.MemristorParams().to_dict(),
+    )
     report: dict = {"stimulus": {"seed": seed, "duration_s": duration_s, "max_step_s": max_step}}
     runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for sim in simulators:
@@ -226,25 +277,15 @@ def verify_memristor_student(
         entry: dict = {}
         runs[sim] = {}
         for method in methods:
-            w = _run(osdi_path, module, state_nodes, stim, duration_s, max_step, 1e-6, sim, method)
+            w = _run(bench, [stim], duration_s, max_step, 1e-6, sim, method)
             t, i_sp, v_sp = _waves(w)
             y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
             entry[f"replay_max_rel_err_{method}"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y)))
             if method == "trap":
                 runs[sim]["reltol_1e-6"] = (t, i_sp)
-        w = _run(osdi_path, module, state_nodes, stim, duration_s, max_step, REALISTIC_RELTOL, sim)
+        w = _run(bench, [stim], duration_s, max_step, REALISTIC_RELTOL, sim)
         runs[sim]["realistic"] = _waves(w)[:2]
-        ref = _run(
-            ref_osdi,
-            memristor.VA_MODULE,
-            memristor.STATE_NODES,
-            stim,
-            duration_s,
-            max_step,
-            REALISTIC_RELTOL,
-            sim,
-            params=memristor.MemristorParams().to_dict(),
-        )
+        ref = _run(ref_bench, [stim], duration_s, max_step, REALISTIC_RELTOL, sim)
         entry["cost"] = cost_ratio(w, ref, memristor.VA_MODULE)
         report[sim] = entry
 
@@ -289,7 +330,7 @@ def verify_memristor_student(
 
 
 def _scaled(stim: st.Stimulus, factor: float) -> st.Stimulus:
-    """A random memristor program (a PWL plus sine bursts) with every voltage multiplied by `factor`."""
+    """A random program (a PWL plus sine bursts) with every voltage multiplied by `factor`."""
     if isinstance(stim, st.Sum):
         return st.Sum(tuple(_scaled(c, factor) for c in stim.components))
     if isinstance(stim, st.Pwl):
@@ -305,11 +346,83 @@ def _peak_v(stim: st.Stimulus, t_stop_s: float) -> float:
     return float(np.max(np.abs(stim.sample(t))))
 
 
-def robustness_case(index: int, seed: int, v_scale: float) -> tuple[str, st.Stimulus, float]:
-    """Run `index` of a robustness test: (kind, stimulus, stop time s). Kinds cycle through ROBUSTNESS_KINDS;
-    amplitudes are relative to v_scale (the largest |V| of the training data), at most 2 v_scale:
+def _training_program(device: str, terminal: int, rng: np.random.Generator, t_stop_s: float) -> st.Stimulus:
+    """A random program as in the training data: `memristor_program`, or `terminal_program` over the native
+    device's input range of driven terminal `terminal`."""
+    from .data.generate import memristor_program, terminal_program
+    from .devices.spice_reference import BJT, MOSFET
 
-    - program: a random memristor program as in the training data (4 ms);
+    if device == "memristor":
+        return memristor_program(rng, t_stop_s)
+    lo, hi = {"mosfet": MOSFET, "bjt": BJT}[device].input_range_v[terminal]
+    return terminal_program(rng, t_stop_s, lo, hi)
+
+
+def _stress_stimulus(
+    kind: str, rng: np.random.Generator, v_scale: float, t_scale: float, t_stop: float, program
+) -> st.Stimulus:
+    """One terminal's stimulus of robustness kind `kind` (see `robustness_case`) up to t_stop (s): amplitudes from
+    v_scale (V), durations t_scale times the memristor's, 1 ns edges; `program(rng, t_stop_s)` draws a program."""
+    a_max = 2.0 * v_scale
+    sign = float(rng.choice([-1.0, 1.0]))
+    edge = ROBUSTNESS_EDGE_S
+    if kind in ("program", "program_2x"):
+        stim = program(rng, t_stop)
+        return _scaled(stim, a_max / _peak_v(stim, t_stop)) if kind == "program_2x" else stim
+    if kind == "pulse_1ns":
+        width = t_scale * rng.uniform(1e-6, 100e-6)
+        return st.Pulse(
+            v0_v=0.0,
+            v1_v=sign * rng.uniform(0.5, 1.0) * a_max,
+            delay_s=t_scale * rng.uniform(10e-6, 100e-6),
+            rise_s=edge,
+            width_s=width,
+            fall_s=edge,
+            period_s=width + 2 * edge + t_scale * rng.uniform(1e-6, 100e-6),
+            count=int(rng.integers(1, 6)),
+        )
+    if kind == "pwl_1ns":
+        holds = t_scale * np.cumsum(rng.uniform(5e-6, 100e-6, size=40))
+        holds = holds[holds < t_scale * 0.95e-3]
+        levels = rng.uniform(-a_max, a_max, size=holds.size)
+        times = np.concatenate([[0.0], np.ravel(np.column_stack([holds, holds + edge]))])
+        values = np.concatenate([[0.0], np.ravel(np.column_stack([np.concatenate([[0.0], levels[:-1]]), levels]))])
+        return st.Pwl(tuple(times), tuple(values))
+    if kind == "impulses":
+        n = int(rng.integers(1, 6))
+        background = st.Triangle(rng.uniform(0.5, 1.0) * v_scale, rng.uniform(1e3, 5e3) / t_scale, n_cycles=5)
+        return st.with_impulses(
+            background,
+            np.sort(t_scale * rng.uniform(10e-6, 0.9e-3, size=n)),
+            rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.5, 1.0, size=n) * v_scale,
+            width_s=t_scale * float(np.exp(rng.uniform(np.log(10e-9), np.log(5e-6)))),
+            edge_s=edge,
+        )
+    if kind == "burst":
+        f = float(np.exp(rng.uniform(np.log(1e3), np.log(500e3)))) / t_scale
+        n_cycles = max(1, min(int(rng.integers(2, 50)), int(t_scale * 0.8e-3 * f)))
+        return st.Burst(sign * rng.uniform(0.5, 1.0) * a_max, f, t_scale * rng.uniform(0.0, 100e-6), n_cycles)
+    if kind == "prbs":
+        bit = t_scale * rng.uniform(1e-6, 20e-6)
+        return st.Prbs(
+            bit_period_s=bit,
+            n_bits=min(int(t_scale * 0.9e-3 / bit), 127),
+            levels_v=tuple(np.sort(rng.uniform(-a_max, a_max, size=4))),
+            edge_s=edge,
+            order=7,
+            seed=int(rng.integers(1, 128)),
+            t_start_s=t_scale * rng.uniform(0.0, 50e-6),
+        )
+    return st.Dc(rng.uniform(-a_max, a_max))
+
+
+def robustness_case(index: int, seed: int, v_scale, device: str = "memristor") -> tuple[str, list[st.Stimulus], float]:
+    """Run `index` of a robustness test of a `device` student: (kind, one stimulus per driven terminal, stop time
+    s). Kinds cycle through ROBUSTNESS_KINDS; amplitudes are relative to v_scale (V; the largest |V| of the training
+    data, one per driven terminal), at most 2 v_scale, either polarity. Memristor durations (MOSFET/BJT: 100x
+    shorter, `ROBUSTNESS_TIME_SCALE`; the 1 ns edges stay):
+
+    - program: a random program as in the training data (4 ms; MOSFET/BJT: inside the native device's input range);
     - program_2x: the same scaled to a peak of 2 v_scale;
     - pulse_1ns: 1-5 trapezoid pulses, 1 ns edges, 1-100 us wide, up to +-2 v_scale (1 ms);
     - pwl_1ns: random levels in +-2 v_scale held 5-100 us, 1 ns edges (1 ms);
@@ -317,67 +430,17 @@ def robustness_case(index: int, seed: int, v_scale: float) -> tuple[str, st.Stim
     - burst: a sine burst, 1 kHz-500 kHz (log-uniform), up to 2 v_scale (1 ms);
     - prbs: a 4-level PRBS in +-2 v_scale, 1-20 us symbols, 1 ns edges (1 ms);
     - dc_bias: a constant bias in +-2 v_scale from the operating point on (0.5 ms).
-    The same (index, seed, v_scale) always gives the same case."""
+    The driven terminals get independent stimuli of the same kind. The same (index, seed, v_scale, device) always
+    gives the same case."""
     kind = ROBUSTNESS_KINDS[index % len(ROBUSTNESS_KINDS)]
     rng = np.random.default_rng([seed, index])
-    a_max = 2.0 * v_scale
-    sign = float(rng.choice([-1.0, 1.0]))
-    edge = ROBUSTNESS_EDGE_S
-    if kind in ("program", "program_2x"):
-        from .data.generate import memristor_program
-
-        t_stop = 4e-3
-        stim = memristor_program(rng, t_stop)
-        return kind, (_scaled(stim, a_max / _peak_v(stim, t_stop)) if kind == "program_2x" else stim), t_stop
-    if kind == "pulse_1ns":
-        width = rng.uniform(1e-6, 100e-6)
-        stim = st.Pulse(
-            v0_v=0.0,
-            v1_v=sign * rng.uniform(0.5, 1.0) * a_max,
-            delay_s=rng.uniform(10e-6, 100e-6),
-            rise_s=edge,
-            width_s=width,
-            fall_s=edge,
-            period_s=width + 2 * edge + rng.uniform(1e-6, 100e-6),
-            count=int(rng.integers(1, 6)),
-        )
-        return kind, stim, 1e-3
-    if kind == "pwl_1ns":
-        holds = np.cumsum(rng.uniform(5e-6, 100e-6, size=40))
-        holds = holds[holds < 0.95e-3]
-        levels = rng.uniform(-a_max, a_max, size=holds.size)
-        times = np.concatenate([[0.0], np.ravel(np.column_stack([holds, holds + edge]))])
-        values = np.concatenate([[0.0], np.ravel(np.column_stack([np.concatenate([[0.0], levels[:-1]]), levels]))])
-        return kind, st.Pwl(tuple(times), tuple(values)), 1e-3
-    if kind == "impulses":
-        n = int(rng.integers(1, 6))
-        background = st.Triangle(rng.uniform(0.5, 1.0) * v_scale, rng.uniform(1e3, 5e3), n_cycles=5)
-        stim = st.with_impulses(
-            background,
-            np.sort(rng.uniform(10e-6, 0.9e-3, size=n)),
-            rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.5, 1.0, size=n) * v_scale,
-            width_s=float(np.exp(rng.uniform(np.log(10e-9), np.log(5e-6)))),
-            edge_s=edge,
-        )
-        return kind, stim, 1e-3
-    if kind == "burst":
-        f = float(np.exp(rng.uniform(np.log(1e3), np.log(500e3))))
-        n_cycles = max(1, min(int(rng.integers(2, 50)), int(0.8e-3 * f)))
-        stim = st.Burst(sign * rng.uniform(0.5, 1.0) * a_max, f, rng.uniform(0.0, 100e-6), n_cycles)
-        return kind, stim, 1e-3
-    if kind == "prbs":
-        bit = rng.uniform(1e-6, 20e-6)
-        stim = st.Prbs(
-            bit_period_s=bit,
-            n_bits=min(int(0.9e-3 / bit), 127),
-            levels_v=tuple(np.sort(rng.uniform(-a_max, a_max, size=4))),
-            edge_s=edge,
-            order=7,
-            seed=int(rng.integers(1, 128)),
-            t_start_s=rng.uniform(0.0, 50e-6),
-        )
-        return kind, stim, 1e-3
-    return kind, st.Dc(rng.uniform(-a_max, a_max)), 0.5e-3
+    t_scale = ROBUSTNESS_TIME_SCALE[device]
+    t_stop = t_scale * {"program": 4e-3, "program_2x": 4e-3, "dc_bias": 0.5e-3}.get(kind, 1e-3)
+    stims = [
+        _stress_stimulus(kind, rng, float(v), t_scale, t_stop, functools.partial(_training_program, device, k))
+        for k, v in enumerate(np.atleast_1d(v_scale))
+    ]
+    return kind, stims, t_stop
 
 
 _CONVERGENCE_WORDS = ("stopped at t", "too small", "converge", "homotopy", "gmin", "singular", "operating point")
@@ -412,43 +475,35 @@ ROBUSTNESS_EXECUTORS = ("process", "ray")
 
 
 def _robustness_run(
-    osdi_path,
-    module: str,
-    state_nodes: tuple[str, ...],
-    v_scale: float,
-    i_scale: float,
+    bench: Testbench,
+    device: str,
+    v_scale,
+    i_scale,
     seed: int,
     reltol: float,
     timeout_s: float,
     job: tuple[str, int],
 ) -> dict:
     """One robustness case `job = (simulator, index)`: its kind, index, class ('ok' or the failure class), message,
-    max |I| / i_scale (finished runs) and wall time (s). A plain function of its arguments, so it runs anywhere."""
+    max |I| / i_scale over the driven terminals (finished runs) and wall time (s). A plain function of its
+    arguments, so it runs anywhere."""
     from . import spice
 
     sim, index = job
-    kind, stim, t_stop = robustness_case(index, seed, v_scale)
+    kind, stims, t_stop = robustness_case(index, seed, v_scale, device)
+    cap = ROBUSTNESS_TIME_SCALE[device] * BANDWIDTH_MAX_STEP_S
+    max_step = min(bandwidth_max_step(stim, t_stop, cap) for stim in stims)
     result = {"sim": sim, "kind": kind, "index": index, "class": "ok", "message": "", "peak": 0.0}
     start = time.perf_counter()
     try:
-        w = _run(
-            osdi_path,
-            module,
-            state_nodes,
-            stim,
-            t_stop,
-            bandwidth_max_step(stim, t_stop),
-            reltol,
-            sim,
-            timeout_s=timeout_s,
-        )
+        w = _run(bench, stims, t_stop, max_step, reltol, sim, timeout_s=timeout_s)
     except spice.SimulationError as exc:
         result["class"], result["message"] = _failure(exc)
     else:
-        if not _finite(w, ["v(p)", "i(vp)"] + [f"x(dut.{node})" for node in state_nodes]):
+        if not _finite(w, bench.signals()):
             result["class"], result["message"] = "nonfinite", "NaN or inf output"
         else:
-            result["peak"] = float(np.max(np.abs(w.current("vp")))) / i_scale
+            result["peak"] = float(np.max(np.abs(bench.currents(w)) / np.asarray(i_scale, float)))
     return result | {"wall_s": time.perf_counter() - start}
 
 
@@ -472,8 +527,8 @@ def _fan_out(fn, jobs: list, workers: int, executor: str):
 
 def robustness(
     student: ContinuousStudent,
-    v_scale: float,
-    i_scale: float,
+    v_scale,
+    i_scale,
     osdi_path,
     module: str,
     state_nodes: list[str],
@@ -486,8 +541,9 @@ def robustness(
     workers: int = 1,
     executor: str = "process",
 ) -> dict:
-    """Run the exported student in each simulator on `n` cases of `robustness_case` (reltol `reltol`, max step from
-    the stimulus bandwidth) and a DC sweep over +-2 v_scale (81 operating points).
+    """Run the exported student (memristor, MOSFET or BJT, wired as `TERMINALS`) in each simulator on `n` cases of
+    `robustness_case` (reltol `reltol`, max step from the stimulus bandwidth) and `_dc_sweep`. v_scale, i_scale: V
+    and A per unit, scalars (memristor) or one per driven terminal.
 
     The cases run one at a time here (`workers` 1), or fan out over `workers` processes (`executor` "process": a
     local pool; "ray": Ray actors); every case is a function of its index alone, so the report is the same as a
@@ -496,20 +552,21 @@ def robustness(
     Per simulator and kind: runs, ok, and the failures by class: convergence (the simulator raised: stopped early,
     step too small, no convergence), timeout (over `timeout_s` s), error (other simulator failures), nonfinite (a
     NaN/inf time, voltage, current or state); max |I| / i_scale over the finished runs and the wall time (s).
-    Every failure is listed with its kind, index and message head, so `robustness_case(index, seed, v_scale)`
-    rebuilds it. The DC sweep is also compared with `static_current` (states at 0, as the module holds them in
-    DC): max |I_spice - I_torch| / max |I_torch|."""
+    Every failure is listed with its kind, index and message head, so `robustness_case(index, seed, v_scale,
+    device)` rebuilds it."""
     from tqdm import tqdm
 
     if executor not in ROBUSTNESS_EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(ROBUSTNESS_EXECUTORS)}")
-    a_max = 2.0 * v_scale
+    device = student.cfg.physics.kind
+    bench = Testbench.of(osdi_path, module, state_nodes, device)
     report: dict = {
         "n": n,
         "seed": seed,
         "reltol": reltol,
-        "v_scale_v": v_scale,
-        "max_amplitude_v": a_max,
+        "v_scale_v": np.asarray(v_scale, float).tolist(),
+        "max_amplitude_v": (2.0 * np.asarray(v_scale, float)).tolist(),
+        "driven": list(bench.driven),
         "kinds": list(ROBUSTNESS_KINDS),
     }
     counted = ("runs", "ok", "convergence", "timeout", "error", "nonfinite")
@@ -521,9 +578,7 @@ def robustness(
         for sim in simulators
     }
     failures: dict[str, list[dict]] = {sim: [] for sim in simulators}
-    run = functools.partial(
-        _robustness_run, osdi_path, module, tuple(state_nodes), v_scale, i_scale, seed, reltol, timeout_s
-    )
+    run = functools.partial(_robustness_run, bench, device, v_scale, i_scale, seed, reltol, timeout_s)
     jobs = [(sim, index) for sim in simulators for index in range(n)]
     results = _fan_out(run, jobs, workers, executor)
     bar = tqdm(results, total=len(jobs), desc=f"robustness {'+'.join(simulators)}", disable=not progress, unit="run")
@@ -539,38 +594,44 @@ def robustness(
         report[sim] = {
             "total": {key: sum(c[key] for c in by_kind[sim].values()) for key in counted},
             "by_kind": by_kind[sim],
-            "dc_sweep": _dc_sweep(student, v_scale, i_scale, osdi_path, module, state_nodes, sim, a_max, reltol),
+            "dc_sweep": _dc_sweep(student, v_scale, i_scale, bench, sim, reltol),
             "failures": failures[sim],
         }
     return report
 
 
-def _dc_sweep(student, v_scale, i_scale, osdi_path, module, state_nodes, simulator, a_max, reltol) -> dict:
-    """A DC sweep of the module over [-a_max, a_max] V: status (ok or the failure class) and the agreement with the
-    PyTorch static current."""
+def _dc_sweep(student: ContinuousStudent, v_scale, i_scale, bench: Testbench, simulator: str, reltol: float) -> dict:
+    """One DC sweep per driven terminal over +-2 v_scale (V, 81 operating points), the other driven terminals held
+    at their v_scale: per sweep its status (ok or the failure class) and the agreement with the PyTorch static
+    current (states at 0, as the module holds them in DC), max over the terminals of max |I_spice - I_torch| /
+    max |I_torch|; overall the first failure's status (ok if none) and, if all finished, the worst agreement."""
     from . import spice
 
-    circuit = spice.Circuit(
-        "robustness_dc",
-        [
-            spice.VoltageSource("vp", "p", "0"),
-            spice.OsdiDevice("dut", ("p", "0"), module, osdi_path, {}, tuple(state_nodes)),
-        ],
-    )
-    entry: dict = {"points": ROBUSTNESS_DC_POINTS, "range_v": [-a_max, a_max]}
-    try:
-        w = spice.run_circuit(circuit, spice.DCSweep("vp", -a_max, a_max, ROBUSTNESS_DC_POINTS, reltol), simulator)
-    except spice.SimulationError as exc:
-        cls, message = _failure(exc)
-        return entry | {"status": cls, "message": message}
-    i_sp = -w.current("vp")
-    if not (np.all(np.isfinite(i_sp)) and np.all(np.isfinite(w.axis))):
-        return entry | {"status": "nonfinite"}
-    i_torch = static_current(student, v_scale, i_scale, w.axis)
-    return entry | {
-        "status": "ok",
-        "max_rel_err_vs_pytorch": float(np.max(np.abs(i_sp - i_torch)) / np.max(np.abs(i_torch))),
-    }
+    v = np.broadcast_to(np.asarray(v_scale, float), (len(bench.driven),))
+    sweeps = []
+    for k, node in enumerate(bench.driven):
+        held = {other: float(v[j]) for j, other in enumerate(bench.driven) if j != k}
+        a_max = 2.0 * float(v[k])
+        entry: dict = {"source": f"v{node}", "range_v": [-a_max, a_max], "held_v": held}
+        analysis = spice.DCSweep(f"v{node}", -a_max, a_max, ROBUSTNESS_DC_POINTS, reltol)
+        try:
+            w = spice.run_circuit(bench.circuit(dc_v=v), analysis, simulator)
+        except spice.SimulationError as exc:
+            cls, message = _failure(exc)
+            sweeps.append(entry | {"status": cls, "message": message})
+            continue
+        i_sp, v_sp = bench.currents(w), bench.voltages(w)
+        if not (np.all(np.isfinite(i_sp)) and np.all(np.isfinite(v_sp))):
+            sweeps.append(entry | {"status": "nonfinite"})
+            continue
+        i_torch = static_current(student, v_scale, i_scale, v_sp)
+        err = np.max(np.abs(i_sp - i_torch), axis=0) / np.max(np.abs(i_torch), axis=0)
+        sweeps.append(entry | {"status": "ok", "max_rel_err_vs_pytorch": float(np.max(err))})
+    status = next((sweep["status"] for sweep in sweeps if sweep["status"] != "ok"), "ok")
+    report: dict = {"points": ROBUSTNESS_DC_POINTS, "status": status, "sweeps": sweeps}
+    if status == "ok":
+        report["max_rel_err_vs_pytorch"] = max(sweep["max_rel_err_vs_pytorch"] for sweep in sweeps)
+    return report
 
 
 def verify_terminal_student(
@@ -603,22 +664,12 @@ def verify_terminal_student(
     stims = [terminal_program(rng, duration_s, lo, hi) for lo, hi in native.input_range_v]
     bps = np.concatenate([s.breakpoints(duration_s) for s in stims])
     max_step = min(min(bandwidth_max_step(s, duration_s) for s in stims), duration_s / 200.0)
-    circuit = spice.Circuit(
-        "verify3",
-        [
-            *(spice.VoltageSource(f"v{n}", n, "0", waveform=w) for n, w in zip(driven, stims, strict=True)),
-            spice.OsdiDevice("dut", circuit_nodes(ports, reference), module, osdi_path, {}, tuple(state_nodes)),
-        ],
-    )
-
-    def transient(reltol: float, method: str = "trap"):
-        return spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=reltol, method=method)
+    bench = Testbench(osdi_path, module, tuple(state_nodes), tuple(driven), reference, tuple(ports))
 
     def run(sim: str, reltol: float, method: str = "trap"):
-        w = spice.run_circuit(circuit, transient(reltol, method), sim)
+        w = _run(bench, stims, duration_s, max_step, reltol, sim, method)
         t, keep = np.unique(w.axis, return_index=True)
-        i = np.stack([-w.current(f"v{n}")[keep] for n in driven], 1)
-        return w, t, i, np.stack([w.voltage(n)[keep] for n in driven], 1)
+        return w, t, bench.currents(w)[keep], bench.voltages(w)[keep]
 
     def max_rel(a: np.ndarray, b: np.ndarray) -> list[float]:
         return [float(np.max(np.abs(a[:, k] - b[:, k])) / np.max(np.abs(b[:, k]))) for k in range(b.shape[1])]
@@ -635,7 +686,8 @@ def verify_terminal_student(
         realistic[sim] = (t, i_sp)
         entry["accepted_points"] = w.stats.accepted_points
         if sim == "ngspice":  # the native devices are ngspice's own
-            ref = spice.run_ngspice(native.circuit(stims), transient(REALISTIC_RELTOL))
+            transient = spice.Transient(duration_s, max_step, max_step_s=max_step, reltol=REALISTIC_RELTOL)
+            ref = spice.run_ngspice(native.circuit(stims), transient)
             entry["cost"] = cost_ratio(w, ref, native.name)
         report[sim] = entry
     points = [t for t, _ in realistic.values()]
@@ -683,10 +735,9 @@ def verify_export(
     executor: str = "process",
 ) -> dict:
     """Verify an exported model directory (from `export_student`) and write its verify.json: memristor students
-    with `verify_memristor_student` and `robustness_n` robustness cases (fanned out over `workers`, see
-    `robustness`), MOSFET/BJT students with `verify_terminal_student`."""
+    with `verify_memristor_student`, MOSFET/BJT students with `verify_terminal_student`, both with `robustness_n`
+    robustness cases (fanned out over `workers`, see `robustness`)."""
     import json
-    from pathlib import Path
 
     from .artifacts import write_json
     from .distillation import load_student
@@ -697,11 +748,12 @@ def verify_export(
     osdi = model_dir / meta["osdi"]
     kind = student.cfg.physics.kind
     if kind != "memristor":
+        v_scale, i_scale = scales.input_scale_v, scales.output_scale_a
         report = verify_terminal_student(
             student,
             kind,
-            scales.input_scale_v,
-            scales.output_scale_a,
+            v_scale,
+            i_scale,
             osdi,
             meta["module"],
             tuple(meta["ports"]),
@@ -715,20 +767,20 @@ def verify_export(
         report = verify_memristor_student(
             student, v_scale, i_scale, osdi, meta["module"], meta["state_nodes"], simulators
         )
-        if robustness_n > 0:
-            report["robustness"] = robustness(
-                student,
-                v_scale,
-                i_scale,
-                osdi,
-                meta["module"],
-                meta["state_nodes"],
-                simulators,
-                n=robustness_n,
-                seed=robustness_seed,
-                progress=progress,
-                workers=workers,
-                executor=executor,
-            )
+    if robustness_n > 0:
+        report["robustness"] = robustness(
+            student,
+            v_scale,
+            i_scale,
+            osdi,
+            meta["module"],
+            meta["state_nodes"],
+            simulators,
+            n=robustness_n,
+            seed=robustness_seed,
+            progress=progress,
+            workers=workers,
+            executor=executor,
+        )
     write_json(model_dir / "verify.json", report)
     return report
