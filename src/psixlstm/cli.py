@@ -59,18 +59,18 @@ def _add_budget_args(p: argparse.ArgumentParser) -> None:
         "--chunk-len",
         type=int,
         default=None,
-        help="truncated-BPTT window in steps (preset: 1024); a pure integrator such as the vteam-paper device "
-        "learns best from whole sequences (4096)",
+        help="truncated-BPTT window in steps (preset: 1024, and 4096 for the vteam-paper device, a pure "
+        "integrator of its history)",
     )
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget per model (preset: default 9)")
 
 
-def _preset(args: argparse.Namespace):
-    """The named preset with the --chunk-len / --minutes overrides."""
+def _preset(args: argparse.Namespace, device: str):
+    """The named preset for the device with the --chunk-len / --minutes overrides."""
     from .config import teacher_preset
 
     overrides = {k: v for k, v in (("chunk_len", args.chunk_len), ("max_minutes", args.minutes)) if v is not None}
-    return teacher_preset(args.preset, **overrides)
+    return teacher_preset(args.preset, device, **overrides)
 
 
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
@@ -79,7 +79,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     ds = _load_dataset(args.data)
     run = train_teacher(
         ds,
-        _preset(args),
+        _preset(args, ds.device),
         args.out,
         gating=args.gating,
         physics_weight=args.physics_weight,
@@ -240,9 +240,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from .fitting import run_baselines, summary_table
 
+    ds = _load_dataset(args.data)
     table = run_baselines(
-        _load_dataset(args.data),
-        _preset(args),
+        ds,
+        _preset(args, ds.device),
         args.out,
         seed=args.seed,
         include_teachers=not args.no_teachers,

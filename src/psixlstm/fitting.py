@@ -157,7 +157,7 @@ def train_teacher(
 ) -> TeacherRun:
     """Train the physics-informed xLSTM teacher; writes teacher.pt, teacher.json, metrics.json, history.json,
     waveforms.png and spectrum.png under out_dir (checkpoint.pt while training, for resuming)."""
-    preset_obj = teacher_preset(preset) if isinstance(preset, str) else preset
+    preset_obj = teacher_preset(preset, dataset.device) if isinstance(preset, str) else preset
     train_cfg = replace(preset_obj.train, seed=seed)
     if physics_weight is not None:
         train_cfg = replace(train_cfg, physics_weight=physics_weight)
@@ -249,7 +249,7 @@ def run_baselines(
     """Linear fit, linear state space, MLP PINN, Fourier MLP, SIREN, LSTM, and the teacher with exponential and with
     sigmoid gating and without physics terms: same data, same TrainConfig. Writes baselines.json (resumable: models
     already finished are read back, not retrained)."""
-    preset_obj = teacher_preset(preset) if isinstance(preset, str) else preset
+    preset_obj = teacher_preset(preset, dataset.device) if isinstance(preset, str) else preset
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table_path = out / "baselines.json"

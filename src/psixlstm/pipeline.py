@@ -161,7 +161,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
 
     stages.run("data", {"device": cfg.device, "data_preset": b.data_preset}, data_stage)
     dataset = Dataset.load(out / "data")
-    teacher_p = teacher_preset(b.teacher_preset, max_minutes=b.teacher_minutes)
+    teacher_p = teacher_preset(b.teacher_preset, cfg.device, max_minutes=b.teacher_minutes)
     distill_base = DISTILL_PRESETS[b.distill_preset]
     distill_p = replace(distill_base, train=replace(distill_base.train, max_minutes=b.distill_minutes))
     data_dir = str((out / "data").resolve())
