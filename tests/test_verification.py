@@ -366,6 +366,8 @@ def test_verify_terminal_student_end_to_end(tmp_path):
     assert max(report["ngspice"]["replay_max_rel_err_trap"]) <= 1e-5
     assert max(report["vacask"]["replay_max_rel_err_euler"]) <= 1e-5
     assert all(np.isfinite(report["ngspice"]["adaptive_nrmse"]))  # random weights: no accuracy claim
+    native = report["ngspice"]["native_adaptive_nrmse"]  # the native device at the same settings, vs itself
+    assert len(native) == 2 and all(0 < e < 1 for e in native)
     assert len(report["reference"]["nrmse_of_4x_coarser_grid"]) == 2
     assert 0 < report["ngspice"]["cost"]["cost_ratio_vs_reference"] < 100
     assert len(report["pytorch_vs_truth"]) == 2

@@ -202,6 +202,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         entry = report[sim]
         print(f"{sim}: " + ", ".join(f"{k} {_sci(v)}" for k, v in entry.items() if k.startswith("replay_max")))
         print(f"{sim}: realistic use (reltol 1e-4) NRMSE {_sci(entry['adaptive_nrmse'])} vs the converged student")
+        if "native_adaptive_nrmse" in entry:
+            print(f"{sim}: the native device at the same settings: NRMSE {_sci(entry['native_adaptive_nrmse'])}")
         if "robustness" in report:
             rob = report["robustness"][sim]
             print(
