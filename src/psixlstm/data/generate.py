@@ -38,7 +38,8 @@ class DataPreset:
 DATA_PRESETS: dict[str, dict[str, DataPreset]] = {
     "memristor": {
         "quick": DataPreset(8, 20e-3, 0.2e-6, 50e-6, noise_rel=0.01),
-        "default": DataPreset(24, 40e-3, 0.2e-6, 50e-6, noise_rel=0.01),
+        # 48 sequences: the default teacher reaches test R^2 0.9975 in its 9 minutes, 0.994 on 24
+        "default": DataPreset(48, 40e-3, 0.2e-6, 50e-6, noise_rel=0.01),
         "paper": DataPreset(48, 60e-3, 0.1e-6, 40e-6, noise_rel=0.01),
     },
     "vteam-paper": {  # dt = 50 ns (20 MS/s), 2 ms sequences, 3 % noise, 10 sequences
