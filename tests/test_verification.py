@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,29 +276,31 @@ def test_verify_reports_the_converged_reference(exported):
         assert report[sim]["adaptive_nrmse"] < 1e-2
 
 
-@pytest.mark.slow
-@requires_ngspice
-def test_verify_command_writes_robustness_counts(exported, tmp_path, capsys):
+def _export_and_verify_cli(student, scales: Scales, work: Path) -> dict:
+    """`psi-xlstm export` then `verify --robustness 8` (ngspice) on a saved student; the robustness report."""
     import json
 
     from psixlstm.artifacts import save_model
     from psixlstm.cli import main
 
-    s = exported[0]
-    scales = Scales(np.array([V_SCALE]), np.array([I_SCALE]), 2e-7, 5e-5)
-    (tmp_path / "student").mkdir()
+    (work / "student").mkdir()
     save_model(
-        tmp_path / "student",
+        work / "student",
         "student",
-        s,
-        {"config": s.cfg.to_dict(), "scales": scales.to_dict()},
+        student,
+        {"config": student.cfg.to_dict(), "scales": scales.to_dict()},
         {"test": {"vs_clean": {"nrmse": 0.1}}},
     )
-    out = tmp_path / "export"
-    assert main(["export", "--student", str(tmp_path / "student"), "--out", str(out), "--opt-level", "0"]) == 0
-    args = ["verify", "--model", str(out), "--simulator", "ngspice", "--robustness", "8", "--quiet"]
-    assert main(args) == 0
-    rob = json.loads((out / "verify.json").read_text())["robustness"]
+    out = work / "export"
+    assert main(["export", "--student", str(work / "student"), "--out", str(out), "--opt-level", "0"]) == 0
+    assert main(["verify", "--model", str(out), "--simulator", "ngspice", "--robustness", "8", "--quiet"]) == 0
+    return json.loads((out / "verify.json").read_text())["robustness"]
+
+
+@pytest.mark.slow
+@requires_ngspice
+def test_verify_command_writes_robustness_counts(exported, tmp_path, capsys):
+    rob = _export_and_verify_cli(exported[0], Scales(np.array([V_SCALE]), np.array([I_SCALE]), 2e-7, 5e-5), tmp_path)
     assert rob["v_scale_v"] == V_SCALE and rob["max_amplitude_v"] == 2 * V_SCALE
     assert rob["ngspice"]["total"]["runs"] == rob["ngspice"]["total"]["ok"] == 8
     assert "robustness (ngspice): 8/8 runs ok" in capsys.readouterr().out
@@ -306,25 +309,7 @@ def test_verify_command_writes_robustness_counts(exported, tmp_path, capsys):
 @requires_ngspice
 def test_verify_command_writes_terminal_robustness_counts(tmp_path, capsys):
     """`psi-xlstm verify` on an exported BJT student runs the robustness cases and DC sweeps too."""
-    import json
-
-    from psixlstm.artifacts import save_model
-    from psixlstm.cli import main
-
-    s, scales = _terminal_student("bjt"), TERMINAL_SCALES["bjt"]
-    (tmp_path / "student").mkdir()
-    save_model(
-        tmp_path / "student",
-        "student",
-        s,
-        {"config": s.cfg.to_dict(), "scales": scales.to_dict()},
-        {"test": {"vs_clean": {"nrmse": 0.1}}},
-    )
-    out = tmp_path / "export"
-    assert main(["export", "--student", str(tmp_path / "student"), "--out", str(out), "--opt-level", "0"]) == 0
-    args = ["verify", "--model", str(out), "--simulator", "ngspice", "--robustness", "8", "--quiet"]
-    assert main(args) == 0
-    rob = json.loads((out / "verify.json").read_text())["robustness"]
+    rob = _export_and_verify_cli(_terminal_student("bjt"), TERMINAL_SCALES["bjt"], tmp_path)
     assert rob["driven"] == ["b", "c"] and rob["v_scale_v"] == pytest.approx([0.75, 5.2])
     assert rob["ngspice"]["total"]["runs"] == rob["ngspice"]["total"]["ok"] == 8
     assert [sweep["status"] for sweep in rob["ngspice"]["dc_sweep"]["sweeps"]] == ["ok", "ok"]
