@@ -382,9 +382,9 @@ def _f64(x: Tensor) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _drive_and_jacobian(x, u, w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, jac):
-    """At (x, u): tanh activations a (and a0 at u = 0), g = W2 a + b2 (or W2 (a - a0) with `rest_drive`), and
-    jac = dF/dx of the rate F = (g - x) / tau."""
+def _drive(x, u, w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, with_jacobian):
+    """At (x, u): tanh activations a (and a0 at u = 0), g = W2 a + b2 (or W2 (a - a0) with `rest_drive`), and,
+    `with_jacobian`, jac = dF/dx of the rate F = (g - x) / tau (slope: work array of the tanh derivatives)."""
     n_hidden, n = w1.shape[0], x.size
     for k in range(n_hidden):
         z0 = b1[k]
@@ -394,42 +394,59 @@ def _drive_and_jacobian(x, u, w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, jac
         for j in range(u.size):
             z += w1[k, n + j] * u[j]
         a[k], a0[k] = math.tanh(z), math.tanh(z0)
+        slope[k] = 1.0 - a[k] * a[k] - ((1.0 - a0[k] * a0[k]) if rest_drive else 0.0)
     for i in range(n):
         acc = 0.0 if rest_drive else b2[i]
         for k in range(n_hidden):
             acc += w2[i, k] * (a[k] - a0[k] if rest_drive else a[k])
         g[i] = acc
-        for j in range(n):
-            d = 0.0
-            for k in range(n_hidden):
-                slope = 1.0 - a[k] * a[k] - ((1.0 - a0[k] * a0[k]) if rest_drive else 0.0)
-                d += w2[i, k] * slope * w1[k, j]
-            jac[i, j] = inv_tau[i] * (d - (1.0 if i == j else 0.0))
+    if with_jacobian:
+        for i in range(n):
+            for j in range(n):
+                d = 0.0
+                for k in range(n_hidden):
+                    d += w2[i, k] * slope[k] * w1[k, j]
+                jac[i, j] = inv_tau[i] * (d - (1.0 if i == j else 0.0))
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve(m, rhs, transpose):
-    """Solve m y = rhs (or m^T y = rhs) by Gaussian elimination with partial pivoting; returns y (m is copied)."""
-    n = rhs.size
-    a = m.T.copy() if transpose else m.copy()
-    y = rhs.copy()
+def _solve_step_matrix(jac, h_theta, y, transpose, m):
+    """Solve (I - h_theta jac) z = y (or its transpose) in place of y by Gaussian elimination with partial pivoting;
+    m is a work matrix."""
+    n = y.size
+    for i in range(n):
+        for j in range(n):
+            m[i, j] = (1.0 if i == j else 0.0) - h_theta * (jac[j, i] if transpose else jac[i, j])
     for col in range(n):
-        p = col + np.argmax(np.abs(a[col:, col]))
+        p = col
+        for r in range(col + 1, n):
+            if abs(m[r, col]) > abs(m[p, col]):
+                p = r
         if p != col:
             for j in range(n):
-                a[col, j], a[p, j] = a[p, j], a[col, j]
+                m[col, j], m[p, j] = m[p, j], m[col, j]
             y[col], y[p] = y[p], y[col]
         for r in range(col + 1, n):
-            f = a[r, col] / a[col, col]
+            f = m[r, col] / m[col, col]
             for j in range(col, n):
-                a[r, j] -= f * a[col, j]
+                m[r, j] -= f * m[col, j]
             y[r] -= f * y[col]
     for r in range(n - 1, -1, -1):
         acc = y[r]
         for j in range(r + 1, n):
-            acc -= a[r, j] * y[j]
-        y[r] = acc / a[r, r]
-    return y
+            acc -= m[r, j] * y[j]
+        y[r] = acc / m[r, r]
+
+
+@numba.njit(cache=True, nogil=True)
+def _step_residual(x1, x, g1, inv_tau, f0, h, th, out):
+    """out = x1 - x - h (th F(x1) + (1 - th) F(x)), F(x1) = (g1 - x1) / tau, F(x) = f0; returns |out|_2."""
+    total = 0.0
+    for i in range(x1.size):
+        r = x1[i] - x[i] - h * (th * (g1[i] - x1[i]) * inv_tau[i] + (1.0 - th) * f0[i])
+        out[i] = r
+        total += r * r
+    return math.sqrt(total)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -437,50 +454,58 @@ def _clustered_forward(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs
     """xs (B, T + 1, N): x0 and the state after every step. Step t: r(x1) = x1 - x - h (th F(x1, u[t + 1]) +
     (1 - th) F(x, u[t])) = 0, solved by Newton from the previous state (as SPICE starts from the last solution),
     each update halved until |r| decreases, until |dx| < NEWTON_TOL. An explicit-Euler start overshoots by h / tau
-    on stiff steps and can land Newton on a far root of a state with positive feedback."""
+    on stiff steps and can land Newton on a far root of a state with positive feedback. Work arrays are allocated
+    once: the step is a few hundred flops."""
     n_batch, n_steps = dt.shape
     n, n_hidden = x0.shape[1], w1.shape[0]
-    a, a0 = np.empty(n_hidden), np.empty(n_hidden)
-    g0, g1, jac0, jac1 = np.empty(n), np.empty(n), np.empty((n, n)), np.empty((n, n))
-    eye = np.eye(n)
+    a, a0, slope = np.empty(n_hidden), np.empty(n_hidden), np.empty(n_hidden)
+    g, f0, x1, resid, delta, x_try = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    jac, m = np.empty((n, n)), np.empty((n, n))
     for b in range(n_batch):
         xs[b, 0] = x0[b]
         for t in range(n_steps):
             h, th = dt[b, t], theta[b, t]
             x = xs[b, t]
-            _drive_and_jacobian(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g0, jac0)
-            f0 = (g0 - x) * inv_tau
-            x1 = x.copy()
-            _drive_and_jacobian(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g1, jac1)
-            resid = x1 - x - h * (th * (g1 - x1) * inv_tau + (1.0 - th) * f0)
+            _drive(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, False)
+            for i in range(n):
+                f0[i] = (g[i] - x[i]) * inv_tau[i]
+                x1[i] = x[i]
+            _drive(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
+            size = _step_residual(x1, x, g, inv_tau, f0, h, th, resid)
             for _ in range(NEWTON_MAX_ITERATIONS):
-                delta = _solve(eye - h * th * jac1, resid, False)
-                size = np.sqrt(np.sum(resid * resid))
+                delta[:] = resid
+                _solve_step_matrix(jac, h * th, delta, False, m)
                 for _halving in range(30):
-                    x_try = x1 - delta
-                    _drive_and_jacobian(x_try, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g1, jac1)
-                    r_try = x_try - x - h * (th * (g1 - x_try) * inv_tau + (1.0 - th) * f0)
-                    if np.sqrt(np.sum(r_try * r_try)) <= size:
+                    for i in range(n):
+                        x_try[i] = x1[i] - delta[i]
+                    _drive(x_try, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
+                    size_try = _step_residual(x_try, x, g, inv_tau, f0, h, th, resid)
+                    if size_try <= size:
                         break
-                    delta = 0.5 * delta
-                x1, resid = x_try, r_try
+                    for i in range(n):
+                        delta[i] *= 0.5
+                x1[:] = x_try
+                size = size_try
                 if not np.max(np.abs(delta)) >= NEWTON_TOL:  # converged (or NaN: nothing left to solve)
                     break
             xs[b, t + 1] = x1
 
 
 @numba.njit(cache=True, nogil=True)
-def _rate_vjp(w, x, u, w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, d_b2, d_inv_tau):
-    """Accumulate w^T dF/d(params) at (x, u) (activations a, a0 and drive g already there); return w^T dF/dx."""
+def _rate_vjp(w, x, u, w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, d_b2, d_inv_tau, d_x):
+    """Accumulate w^T dF/d(params) at (x, u) (activations a, a0 and drive g already there); d_x = w^T dF/dx."""
     n, n_hidden = x.size, w1.shape[0]
-    wi = w * inv_tau
-    d_inv_tau += w * (g - x)
-    d_x = -wi
+    for i in range(n):
+        d_inv_tau[i] += w[i] * (g[i] - x[i])
+        d_x[i] = -w[i] * inv_tau[i]
+        if not rest_drive:
+            d_b2[i] += w[i] * inv_tau[i]
     for k in range(n_hidden):
         back = 0.0
         for i in range(n):
-            back += w2[i, k] * wi[i]
-            d_w2[i, k] += wi[i] * (a[k] - a0[k] if rest_drive else a[k])
+            wi = w[i] * inv_tau[i]
+            back += w2[i, k] * wi
+            d_w2[i, k] += wi * (a[k] - a0[k] if rest_drive else a[k])
         s = back * (1.0 - a[k] * a[k])
         s0 = back * (1.0 - a0[k] * a0[k]) if rest_drive else 0.0
         d_b1[k] += s - s0
@@ -489,9 +514,6 @@ def _rate_vjp(w, x, u, w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, 
             d_x[j] += (s - s0) * w1[k, j]
         for j in range(u.size):
             d_w1[k, n + j] += s * u[j]
-    if not rest_drive:
-        d_b2 += wi
-    return d_x
 
 
 @numba.njit(cache=True, nogil=True)
@@ -503,20 +525,29 @@ def _clustered_backward(
     dL/dx = lam + h (1 - th) lam^T dF/dx(x)."""
     n_batch, n_steps = dt.shape
     n, n_hidden = d_x0.shape[1], w1.shape[0]
-    a, a0, g, jac = np.empty(n_hidden), np.empty(n_hidden), np.empty(n), np.empty((n, n))
-    eye = np.eye(n)
+    a, a0, slope = np.empty(n_hidden), np.empty(n_hidden), np.empty(n_hidden)
+    g, lam, w, d_x, carry = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    jac, m = np.empty((n, n)), np.empty((n, n))
     for b in range(n_batch):
-        carry = np.zeros(n)
+        carry[:] = 0.0
         for t in range(n_steps - 1, -1, -1):
             h, th = dt[b, t], theta[b, t]
             x, x1 = xs[b, t], xs[b, t + 1]
-            _drive_and_jacobian(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, jac)
-            lam = _solve(eye - h * th * jac, d_xs[b, t] + carry, True)
-            _rate_vjp(h * th * lam, x1, u[b, t + 1], w1, w2, inv_tau, rest_drive, a, a0, g,
-                      d_w1, d_b1, d_w2, d_b2, d_inv_tau)  # fmt: skip
-            _drive_and_jacobian(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, jac)
-            carry = lam + _rate_vjp(h * (1.0 - th) * lam, x, u[b, t], w1, w2, inv_tau, rest_drive, a, a0, g,
-                                    d_w1, d_b1, d_w2, d_b2, d_inv_tau)  # fmt: skip
+            _drive(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
+            for i in range(n):
+                lam[i] = d_xs[b, t, i] + carry[i]
+            _solve_step_matrix(jac, h * th, lam, True, m)
+            for i in range(n):
+                w[i] = h * th * lam[i]
+            _rate_vjp(w, x1, u[b, t + 1], w1, w2, inv_tau, rest_drive, a, a0, g,
+                      d_w1, d_b1, d_w2, d_b2, d_inv_tau, d_x)  # fmt: skip
+            _drive(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, False)
+            for i in range(n):
+                w[i] = h * (1.0 - th) * lam[i]
+            _rate_vjp(w, x, u[b, t], w1, w2, inv_tau, rest_drive, a, a0, g,
+                      d_w1, d_b1, d_w2, d_b2, d_inv_tau, d_x)  # fmt: skip
+            for i in range(n):
+                carry[i] = lam[i] + d_x[i]
         d_x0[b] = carry
 
 
