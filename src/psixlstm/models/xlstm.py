@@ -340,19 +340,19 @@ class _MLSTMScan(torch.autograd.Function):
         hs = q.new_empty(b, t_len, heads, dh)
         arrays = [_np(a) for a in (q, k, v, log_f, log_i)]
         _mlstm_forward(*arrays, Cs.numpy(), ns.numpy(), ms.numpy(), hs.numpy())
-        ctx.save_for_backward(q, k, v, log_f, log_i, Cs, ns, ms)
+        ctx.save_for_backward(q, k, v, log_f, log_i, Cs, ns, ms, hs)
         return hs, Cs[-1].clone(), ns[-1].clone(), ms[-1].clone()
 
     @staticmethod
     def backward(ctx, d_hs, d_C, d_n, d_m):
-        q, k, v, log_f, log_i, Cs, ns, ms = ctx.saved_tensors
+        q, k, v, log_f, log_i, Cs, ns, ms, hs = ctx.saved_tensors
         b, _, heads, dh = q.shape
         dC = d_C.detach().clone() if d_C is not None else q.new_zeros(b, heads, dh, dh)
         dn = d_n.detach().clone() if d_n is not None else q.new_zeros(b, heads, dh)
         dm = d_m.detach().clone() if d_m is not None else q.new_zeros(b, heads)
         grads = [torch.zeros_like(a) for a in (q, k, v, log_f, log_i)]
         _mlstm_backward(
-            _np(d_hs), *[_np(a) for a in (q, k, v, log_f, log_i)], Cs.numpy(), ns.numpy(), ms.numpy(),
+            _np(d_hs), *[_np(a) for a in (q, k, v, log_f, log_i)], Cs.numpy(), ns.numpy(), ms.numpy(), hs.numpy(),
             dC.numpy(), dn.numpy(), dm.numpy(), *[g.numpy() for g in grads],
         )  # fmt: skip
         return (*grads, dC, dn, dm)
@@ -387,9 +387,10 @@ def _mlstm_forward(q, k, v, log_f, log_i, Cs, ns, ms, hs):
 
 
 @numba.njit(cache=True, nogil=True)
-def _mlstm_backward(d_hs, q, k, v, log_f, log_i, Cs, ns, ms, dC, dn, dm, d_q, d_k, d_v, d_log_f, d_log_i):
-    """Reverse loop of `_mlstm_forward`. dC, dn, dm carry the gradient of the final state in and of the initial
-    state out; the max() of the stabilizer and of the normalizer floor pass the gradient to the branch taken."""
+def _mlstm_backward(d_hs, q, k, v, log_f, log_i, Cs, ns, ms, hs, dC, dn, dm, d_q, d_k, d_v, d_log_f, d_log_i):
+    """Reverse loop of `_mlstm_forward` (hs: its readout). dC, dn, dm carry the gradient of the final state in and
+    of the initial state out; the max() of the stabilizer and of the normalizer floor pass the gradient to the
+    branch taken."""
     b_len, t_len, heads, dh = q.shape
     d_num = np.empty(dh)
     for b in range(b_len):
@@ -403,13 +404,10 @@ def _mlstm_backward(d_hs, q, k, v, log_f, log_i, Cs, ns, ms, dC, dn, dm, d_q, d_
                     dot += ns[t + 1, b, hd, kk] * q[b, t, hd, kk]
                 floor = math.exp(-m_new)
                 den = max(abs(dot), floor) + MLSTM_EPS
-                d_den = 0.0  # h_a = num_a / den, num_a = sum_k C[a, k] q_k
+                d_den = 0.0  # h_a = num_a / den, so d h_a / d den = -h_a / den
                 for a in range(dh):
-                    num = 0.0
-                    for kk in range(dh):
-                        num += Cs[t + 1, b, hd, a, kk] * q[b, t, hd, kk]
                     d_num[a] = d_hs[b, t, hd, a] / den
-                    d_den -= d_num[a] * num / den
+                    d_den -= d_num[a] * hs[b, t, hd, a]
                 d_dot, dm_new = 0.0, dm[b, hd]
                 if abs(dot) >= floor:
                     d_dot = d_den * (1.0 if dot >= 0.0 else -1.0)
