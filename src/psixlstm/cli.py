@@ -8,7 +8,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -138,15 +137,13 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from .discovery import Discovery
-    from .distillation import DISTILL_PRESETS, ablation, distill
+    from .distillation import ablation, distill, distill_preset
     from .fitting import load_teacher
 
     teacher, _, teacher_metrics = load_teacher(args.teacher)
     ds = _teacher_data(args)
     disc = Discovery.load(args.discovery)
-    preset = DISTILL_PRESETS[args.preset]
-    if args.minutes is not None:
-        preset = replace(preset, train=replace(preset.train, max_minutes=args.minutes))
+    preset = distill_preset(args.preset, **({} if args.minutes is None else {"max_minutes": args.minutes}))
     if args.ablation:
         table = ablation(teacher, ds, disc, args.student, preset, args.out, seed=args.seed, progress=not args.quiet)
         for name, row in table.items():

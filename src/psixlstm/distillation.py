@@ -56,6 +56,14 @@ DISTILL_PRESETS = {
 }
 
 
+def distill_preset(name: str, **train_overrides) -> DistillPreset:
+    """The named preset with TrainConfig overrides (e.g. max_minutes), as `config.teacher_preset` does for teachers."""
+    if name not in DISTILL_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(DISTILL_PRESETS)}")
+    p = DISTILL_PRESETS[name]
+    return replace(p, train=replace(p.train, **train_overrides)) if train_overrides else p
+
+
 @torch.no_grad()
 def teacher_targets(teacher: Teacher, dataset: Dataset, split: str = "train") -> tuple[list[dict], dict]:
     """Teacher outputs (normalised currents) and hidden trajectories per sequence of a split, with the hidden
@@ -160,7 +168,7 @@ def distill(
     progress: bool = True,
 ) -> StudentRun:
     """Train a `kind` student ("clustered" or "lowrank") by RRAD; writes student.pt, student.json, metrics.json."""
-    p = DISTILL_PRESETS[preset] if isinstance(preset, str) else preset
+    p = distill_preset(preset) if isinstance(preset, str) else preset
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = student_config(kind, teacher, dataset, discovery, p)
@@ -252,7 +260,7 @@ def ablation(
 ) -> dict:
     """Full RRAD, each RRAD term removed in turn, and output-only distillation, same budget: a table of test
     NRMSE / R^2 vs the ground truth and vs the teacher. Resumable (finished rows are kept)."""
-    p = DISTILL_PRESETS[preset] if isinstance(preset, str) else preset
+    p = distill_preset(preset) if isinstance(preset, str) else preset
     out = Path(out_dir)
     table_path = out / "ablation.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}

@@ -141,7 +141,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
     from .data import Dataset
     from .data.generate import make_dataset
     from .discovery import Discovery
-    from .distillation import DISTILL_PRESETS, distill, load_student
+    from .distillation import distill, distill_preset, load_student
     from .export import export_student
     from .fitting import load_teacher, run_baselines, train_teacher
     from .metrics import latency_us_per_step
@@ -162,8 +162,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
     stages.run("data", {"device": cfg.device, "data_preset": b.data_preset}, data_stage)
     dataset = Dataset.load(out / "data")
     teacher_p = teacher_preset(b.teacher_preset, cfg.device, max_minutes=b.teacher_minutes)
-    distill_base = DISTILL_PRESETS[b.distill_preset]
-    distill_p = replace(distill_base, train=replace(distill_base.train, max_minutes=b.distill_minutes))
+    distill_p = distill_preset(b.distill_preset, max_minutes=b.distill_minutes)
     data_dir = str((out / "data").resolve())
     per_seed: list[dict] = []
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
