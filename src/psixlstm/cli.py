@@ -212,11 +212,45 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if robustness_failures(report) else 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import RunConfig, run_pipeline
+RUN_FLAGS = (  # `run` flags that set a RunConfig field of the same name (None: not given, the file's or default)
+    "device",
+    "preset",
+    "seeds",
+    "seed",
+    "minutes",
+    "csv",
+    "time_col",
+    "voltage_col",
+    "current_col",
+    "sequence_col",
+    "time_unit",
+    "voltage_unit",
+    "current_unit",
+    "chunks",
+    "sweep_rate",
+)
 
-    sims = _simulators(args)
-    cfg = RunConfig(args.device, args.preset, args.seeds, args.baselines, sims)
+
+def run_config_from_args(args: argparse.Namespace):
+    """The RunConfig of `run`'s flags: the --config file (if any) with every flag given on the command line on top."""
+    from .pipeline import RunConfig, load_run_config
+
+    given = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    if args.baselines:
+        given["baselines"] = True
+    if args.simulator is not None:
+        given["simulators"] = _simulators(args)
+    if given.get("csv") and "device" not in given:
+        given["device"] = "csv"  # --csv on the command line wins over a device in the file
+    if args.config:
+        return load_run_config(args.config, **given)
+    return RunConfig(**given)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    cfg = run_config_from_args(args)
     metrics = run_pipeline(cfg, args.out, progress=not args.quiet)
     for name, m in metrics["models"].items():
         print(f"{name:<20} params {m['params']:>6}  NRMSE {m['nrmse']:.4f}  R^2 {m['r2']:.4f}")
@@ -324,18 +358,65 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="the whole pipeline: data, teacher, discovery, students, Verilog-A, SPICE verification, report",
         description="Waveforms in, verified Verilog-A and a report out. Every stage lands under OUT; a rerun skips "
-        "stages whose inputs did not change and a killed run resumes. Writes OUT/metrics.json and OUT/report.html.",
+        "stages whose inputs did not change (an edited CSV reruns from the data on) and a killed run resumes. Writes "
+        "OUT/metrics.json and OUT/report.html.",
+        epilog="CSV files (--csv): a header line, then one row per sample; columns time, voltage and current (names\n"
+        "set by --time-col/--voltage-col/--current-col, units by --time-unit/--voltage-unit/--current-unit;\n"
+        "',', tab, ';' or whitespace separated, '#' comments). Every file is one sequence, or one per value of\n"
+        "--sequence-col; time must strictly increase within a sequence and every value must be a finite number.\n"
+        "With fewer than 8 sequences in all, every sequence is cut into equal consecutive chunks (--chunks N to\n"
+        "choose; each chunk starts the model from rest, so prefer records that are cut at rests). Sequences are\n"
+        "split 70/15/15 % into train/val/test by whole sequence. There is no ground truth for a CSV: errors are\n"
+        "against the recorded currents and SPICE is verified against the PyTorch student on a held-out test\n"
+        "waveform (replay, realistic use, robustness, DC sweep).\n\n"
+        "--device perovskite: the measured I-V sweeps of Gonzales et al. (Zenodo 10.5281/zenodo.12656947,\n"
+        "CC BY 4.0; $PSIXLSTM_PEROVSKITE_DIR), time reconstructed at an ASSUMED --sweep-rate (default 0.1 V/s).\n\n"
+        "--config FILE.toml: any RunConfig field as a key (examples/run_csv.toml); flags given on the command\n"
+        "line override the file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", choices=["memristor", "vteam-paper", "mosfet", "bjt"], default="memristor")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--device",
+        choices=["memristor", "vteam-paper", "mosfet", "bjt", "perovskite"],
+        default=None,
+        help="simulated device (default memristor) or the measured perovskite memristor's I-V sweeps",
+    )
+    source.add_argument(
+        "--csv", nargs="+", default=None, metavar="FILE", help="your waveforms: CSV files (time, voltage, current)"
+    )
+    p.add_argument("--config", default=None, metavar="FILE.toml", help="RunConfig fields from a TOML file")
     p.add_argument(
         "--preset",
         choices=["quick", "default", "paper"],
-        default="default",
+        default=None,
         help="quick: about a minute (tests); default: <= 10 minutes on 2 cores; paper: 46K-parameter teacher",
     )
-    p.add_argument("--seeds", type=int, default=1, help="teacher and students per seed; the table shows mean +- std")
+    p.add_argument("--seeds", type=int, default=None, help="teacher and students per seed; the table shows mean +- std")
+    p.add_argument("--seed", type=int, default=None, help="the first training seed (default 0)")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="wall-clock training budget per model (default: the preset's)"
+    )
     p.add_argument("--baselines", action="store_true", help="also train every baseline at the teacher's budget")
-    p.add_argument("--simulator", choices=["ngspice", "vacask", "both"], default="both")
+    p.add_argument("--simulator", choices=["ngspice", "vacask", "both"], default=None, help="default: both")
+    csv = p.add_argument_group("CSV columns and units (with --csv)")
+    csv.add_argument("--time-col", default=None, help="name of the time column (default 'time')")
+    csv.add_argument("--voltage-col", default=None, help="name of the voltage column (default 'v')")
+    csv.add_argument("--current-col", default=None, help="name of the current column (default 'i')")
+    csv.add_argument("--sequence-col", default=None, help="a column whose value splits a file into sequences")
+    csv.add_argument("--time-unit", choices=["s", "ms", "us", "ns"], default=None, help="default s")
+    csv.add_argument("--voltage-unit", choices=["V", "mV"], default=None, help="default V")
+    csv.add_argument("--current-unit", choices=["A", "mA", "uA", "nA", "pA"], default=None, help="default A")
+    csv.add_argument(
+        "--chunks", type=int, default=None, help="cut every sequence into N equal chunks (default: automatic)"
+    )
+    p.add_argument(
+        "--sweep-rate",
+        type=float,
+        default=None,
+        metavar="V_PER_S",
+        help="perovskite: the assumed I-V sweep rate (V/s; the data has no time column; default 0.1)",
+    )
     p.add_argument("--out", default="runs/memristor", help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)

@@ -49,21 +49,60 @@ RUN_BUDGETS = {
 }
 
 
+# where a run's waveforms come from: a simulated device (data.generate), the measured perovskite memristor's I-V
+# sweeps (data.perovskite), or the user's CSV files (data.csv_loader)
+MEASURED_DEVICES = ("perovskite",)
+RUN_DEVICES = ("memristor", "vteam-paper", "mosfet", "bjt", *MEASURED_DEVICES, "csv")
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+VOLTAGE_UNITS = {"V": 1.0, "mV": 1e-3}
+CURRENT_UNITS = {"A": 1.0, "mA": 1e-3, "uA": 1e-6, "nA": 1e-9, "pA": 1e-12}
+CSV_MIN_SEQUENCES = 8  # automatic chunking: cut long records until there are this many sequences
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    device: str = "memristor"
+    device: str = "memristor"  # a simulated device, "perovskite" (measured I-V sweeps) or "csv" (set by `csv`)
     preset: str = "default"
     seeds: int = 1
     baselines: bool = False  # also train every baseline at the teacher's budget
     simulators: tuple[str, ...] = ("ngspice", "vacask")
     seed: int = 0  # the first training seed: teacher and students run for seed, ..., seed + seeds - 1
     minutes: float | None = None  # wall-clock training budget per model (teacher, each student); None: the preset's
+    # user waveforms: CSV files with a header line and columns time, voltage, current (see `load_run_csv`)
+    csv: tuple[str, ...] = ()
+    time_col: str = "time"
+    voltage_col: str = "v"
+    current_col: str = "i"
+    sequence_col: str = ""  # a column whose value splits a file into sequences; "": one sequence per file
+    time_unit: str = "s"  # of the time column: s, ms, us, ns
+    voltage_unit: str = "V"  # V, mV
+    current_unit: str = "A"  # A, mA, uA, nA, pA
+    chunks: int = 0  # cut every sequence into this many equal parts; 0: automatic (at least 8 sequences in all)
+    sweep_rate: float = 0.1  # perovskite: the ASSUMED I-V sweep rate (V/s); the files have no time column
 
     def __post_init__(self) -> None:
-        from .data.generate import DEVICES
-
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.csv and self.device == "memristor":  # the default device: a CSV run is a "csv" run
+            object.__setattr__(self, "device", "csv")
+        if isinstance(self.csv, str | Path):
+            object.__setattr__(self, "csv", (str(self.csv),))
+        object.__setattr__(self, "csv", tuple(str(p) for p in self.csv))
+        if self.device not in RUN_DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(RUN_DEVICES)}")
+        if self.device == "csv" and not self.csv:
+            raise ValueError("device 'csv' needs csv files (RunConfig(csv=[...]), --csv FILE ...)")
+        if self.csv and self.device != "csv":
+            raise ValueError(f"csv files and device {self.device!r} exclude each other: the CSV is the device")
+        for name, units in (
+            ("time_unit", TIME_UNITS),
+            ("voltage_unit", VOLTAGE_UNITS),
+            ("current_unit", CURRENT_UNITS),
+        ):
+            if getattr(self, name) not in units:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(units)}")
+        if self.chunks < 0:
+            raise ValueError(f"chunks must be >= 0 (0: automatic), got {self.chunks}")
+        if not self.sweep_rate > 0:
+            raise ValueError(f"sweep_rate must be > 0 V/s, got {self.sweep_rate}")
         if self.preset not in RUN_BUDGETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(RUN_BUDGETS)}")
         if self.seeds < 1:
@@ -77,6 +116,152 @@ class RunConfig:
     def budget(self) -> RunBudget:
         b = RUN_BUDGETS[self.preset]
         return b if self.minutes is None else replace(b, teacher_minutes=self.minutes, distill_minutes=self.minutes)
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def data_inputs(cfg: RunConfig) -> dict:
+    """What the data stage depends on: device and data preset; for CSV files and measured data also the SHA-256 of
+    every file read (an edited file reruns the run from the data on) and the options that read them."""
+    if cfg.device == "csv":
+        missing = [p for p in cfg.csv if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"CSV file(s) not found: {', '.join(missing)}")
+        keys = ("time_col", "voltage_col", "current_col", "sequence_col", "time_unit", "voltage_unit")
+        options = {k: getattr(cfg, k) for k in (*keys, "current_unit", "chunks")}
+        files = [{"path": str(Path(p).resolve()), "sha256": _sha256(p)} for p in cfg.csv]
+        return {"device": "csv", "files": files, **options}
+    if cfg.device == "perovskite":
+        from .data.perovskite import DEFAULT_IV_FILES, default_perovskite_dir
+
+        root = default_perovskite_dir()
+        files = [{"path": rel, "sha256": _sha256(root / rel)} for rel in DEFAULT_IV_FILES]
+        return {"device": "perovskite", "files": files, "sweep_rate_v_per_s": cfg.sweep_rate}
+    return {"device": cfg.device, "data_preset": cfg.budget.data_preset}
+
+
+def _chunked(seq, k: int) -> list:
+    """A sequence cut into k consecutive parts of (nearly) equal sample counts, each with its time from 0."""
+    from .data import Sequence
+
+    edges = np.linspace(0, len(seq), k + 1).round().astype(int)
+    parts = []
+    for j in range(k):
+        sl = slice(edges[j], edges[j + 1])
+        meta = {**seq.meta, "chunk": j, "of_chunks": k}
+        parts.append(Sequence(seq.t_s[sl] - seq.t_s[sl][0], seq.inputs_v[sl], seq.outputs_a[sl], meta=meta))
+    return parts
+
+
+def load_run_csv(cfg: RunConfig):
+    """The Dataset of a CSV run: every file is one sequence (several with `sequence_col`: one per value), values
+    converted from the given units to s, V, A; then, if `chunks` > 1 or (automatic, chunks 0) there are fewer than 8
+    sequences, every sequence is cut into that many consecutive equal parts (each starts from the model's rest
+    state, so cut long records where the device rests). Sequences are split into train/val/test by whole sequence
+    (70/15/15 %, seed 0; at least one each from 3 sequences on)."""
+    from .data import Dataset, DataValidationError, load_csv, split_sequences
+
+    seqs = []
+    for path in cfg.csv:
+        ds = load_csv(
+            path,
+            time_col=cfg.time_col,
+            voltage_cols=(cfg.voltage_col,),
+            current_cols=(cfg.current_col,),
+            sequence_col=cfg.sequence_col or None,
+        )
+        for s in ds.sequences:
+            s.t_s = (s.t_s - s.t_s[0]) * TIME_UNITS[cfg.time_unit]
+            s.inputs_v = s.inputs_v * VOLTAGE_UNITS[cfg.voltage_unit]
+            s.outputs_a = s.outputs_a * CURRENT_UNITS[cfg.current_unit]
+            seqs.append(s)
+    k = cfg.chunks or -(-CSV_MIN_SEQUENCES // len(seqs))
+    if k > 1:
+        short = min(len(s) for s in seqs)
+        if short // k < 16:
+            raise DataValidationError(
+                f"cutting every sequence into {k} chunks leaves fewer than 16 samples in a chunk (the shortest "
+                f"sequence has {short}); give more or longer sequences, or fewer --chunks"
+            )
+        seqs = [part for s in seqs for part in _chunked(s, k)]
+    if len(seqs) < 3:
+        raise DataValidationError(
+            f"{len(seqs)} sequence(s): train, validation and test need at least 3; give more files, a sequence "
+            "column, or --chunks"
+        )
+    ds = Dataset(
+        device="csv",
+        input_names=[cfg.voltage_col],
+        output_names=[cfg.current_col],
+        sequences=seqs,
+        splits=split_sequences(len(seqs), seed=0),
+        meta={
+            "source": "csv",
+            "files": [str(Path(p).resolve()) for p in cfg.csv],
+            "units_in_files": {"time": cfg.time_unit, "voltage": cfg.voltage_unit, "current": cfg.current_unit},
+            "chunks_per_sequence": k,
+            "ground_truth": None,
+        },
+    )
+    ds.compute_scales()
+    return ds
+
+
+def load_run_data(cfg: RunConfig, progress: bool = False, workers: int | None = None):
+    """The run's Dataset: simulated (`make_dataset`), the measured perovskite I-V sweeps (`load_iv_sweeps` at the
+    assumed `sweep_rate`), or the CSV files (`load_run_csv`)."""
+    if cfg.device == "csv":
+        return load_run_csv(cfg)
+    if cfg.device == "perovskite":
+        from .data.perovskite import load_iv_sweeps
+
+        return load_iv_sweeps(sweep_rate_v_per_s=cfg.sweep_rate, seed=0)
+    from .data.generate import make_dataset
+
+    return make_dataset(cfg.device, cfg.budget.data_preset, seed=0, progress=progress, workers=workers)
+
+
+RUN_CONFIG_TYPES = {  # RunConfig's field types as TOML gives them: in words, the check, the conversion
+    "str": ("a string", lambda v: isinstance(v, str), str),
+    "int": ("an integer", lambda v: type(v) is int, int),  # exactly: TOML's true is no integer here
+    "bool": ("true or false", lambda v: type(v) is bool, bool),
+    "float": ("a number", lambda v: type(v) in (int, float), float),
+    "float | None": ("a number", lambda v: type(v) in (int, float), float),
+    "tuple[str, ...]": ("a list of strings", lambda v: isinstance(v, list) and all(type(s) is str for s in v), tuple),
+}
+
+
+def load_run_config(path: str | Path, **overrides) -> RunConfig:
+    """A RunConfig from a TOML file of RunConfig fields (`examples/run_csv.toml`), with `overrides` (e.g. the command
+    line's flags) on top. Relative CSV paths are taken relative to the file. Errors name the file and the key."""
+    import tomllib
+    from dataclasses import fields
+
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    types = {f.name: f.type for f in fields(RunConfig)}
+    values = {}
+    for key, value in doc.items():
+        if key not in types:
+            raise ValueError(f"{path}: unknown key {key!r}; RunConfig has {', '.join(types)}")
+        words, fits, convert = RUN_CONFIG_TYPES[types[key]]
+        if not fits(value):
+            raise ValueError(f"{path}: {key}: expected {words}, got {type(value).__name__} {value!r}")
+        values[key] = convert(value)
+    if "csv" in values:
+        values["csv"] = tuple(str(p if Path(p).is_absolute() else (path.parent / p)) for p in values["csv"])
+    values.update(overrides)
+    try:
+        return RunConfig(**values)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _fingerprint(inputs: dict) -> str:
@@ -139,13 +324,12 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
 
     from . import __version__
     from .data import Dataset
-    from .data.generate import make_dataset
     from .discovery import Discovery
     from .distillation import distill, distill_preset, load_student
     from .export import export_student
     from .fitting import load_teacher, run_baselines, train_teacher
     from .metrics import latency_us_per_step
-    from .verification import verify_export
+    from .verification import GROUND_TRUTH_DEVICES, verify_export
 
     torch.set_num_threads(1)
     out = Path(out_dir)
@@ -155,11 +339,11 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
     wall = time.perf_counter()
 
     def data_stage(d: Path) -> dict:
-        ds = make_dataset(cfg.device, b.data_preset, seed=0, progress=progress, workers=data_workers)
+        ds = load_run_data(cfg, progress=progress, workers=data_workers)
         ds.save(d)
         return {"sequences": len(ds.sequences), "device": ds.device}
 
-    stages.run("data", {"device": cfg.device, "data_preset": b.data_preset}, data_stage)
+    stages.run("data", data_inputs(cfg), data_stage)
     dataset = Dataset.load(out / "data")
     teacher_p = teacher_preset(b.teacher_preset, cfg.device, max_minutes=b.teacher_minutes)
     distill_p = distill_preset(b.distill_preset, max_minutes=b.distill_minutes)
@@ -218,13 +402,23 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
             after=(f"seed{cfg.seed}/{kind}",),
         )
         exported[kind] = json.loads((out / f"veriloga_{kind}" / "model.json").read_text())
+    spice_inputs = {"simulators": list(cfg.simulators), "robustness": b.robustness}
+    no_truth = dataset.device not in GROUND_TRUTH_DEVICES  # verified against the student on held-out data
+    if no_truth:
+        spice_inputs["verify_on"] = "held-out data"
     spice_report = stages.run(
         "spice",
-        {"simulators": list(cfg.simulators), "robustness": b.robustness},
-        lambda d: verify_export(out / "veriloga_clustered", cfg.simulators, robustness_n=b.robustness),
+        spice_inputs,
+        lambda d: verify_export(
+            out / "veriloga_clustered",
+            cfg.simulators,
+            robustness_n=b.robustness,
+            data_dir=out / "data" if no_truth else None,
+        ),
         after=("veriloga_clustered",),
     )
     metrics = _collect(cfg, per_seed, spice_report, stages, time.perf_counter() - wall, __version__)
+    metrics["data"] = data_summary(dataset)
     from .report import write_report
 
     write_report(out, metrics, dataset)
@@ -263,6 +457,28 @@ def linear_fit_report(dataset) -> dict:
     return {"params": int(a.size + c.size), "test": evaluate(preds, test, dataset_bands(dataset))}
 
 
+def data_summary(dataset) -> dict:
+    """metrics.json's `data`: where the waveforms came from, whether a ground truth exists (simulated devices) and
+    what the model errors are measured against, the splits, and the attribution and assumptions of measured data."""
+    from .verification import GROUND_TRUTH_DEVICES
+
+    truth = dataset.device in GROUND_TRUTH_DEVICES
+    durations = [float(s.t_s[-1] - s.t_s[0]) for s in dataset.sequences]
+    out = {
+        "device": dataset.device,
+        "ground_truth": truth,
+        "errors_against": "the clean ground truth" if truth else "the recorded currents (no ground truth)",
+        "sequences": len(dataset.sequences),
+        "splits": {k: len(v) for k, v in dataset.splits.items()},
+        "duration_s": {"min": min(durations), "max": max(durations)},
+        "attribution": dataset.attribution,
+    }
+    for key in ("files", "assumed_sweep_rate_v_per_s", "time_axis", "units_in_files", "chunks_per_sequence"):
+        if key in dataset.meta:
+            out[key] = dataset.meta[key]
+    return out
+
+
 def _mean_std(values: list) -> dict:
     v = np.asarray([x for x in values if x is not None], float)
     if v.size == 0:
@@ -297,6 +513,7 @@ def _collect(cfg: RunConfig, per_seed: list[dict], spice_report: dict, stages: S
             "cost_ratio_vs_reference": entry.get("cost", {}).get("cost_ratio_vs_reference"),
             "failures": None if rob is None else failed_runs(rob),
             "robustness_runs": None if rob is None else rob["total"]["runs"],
+            "dc_sweep_max_rel_err": None if rob is None else rob["dc_sweep"].get("max_rel_err_vs_pytorch"),
         }
     return {
         "version": version,
@@ -313,6 +530,7 @@ def _collect(cfg: RunConfig, per_seed: list[dict], spice_report: dict, stages: S
             "svd_energy": {k: v["energy"][v["rank"] - 1] for k, v in svd.items()},
         },
         "spice": spice,
+        "spice_stimulus": spice_report.get("stimulus"),
         "timing": {"total_s": total_s, **{f"{k}_s": v for k, v in stages.timing.items()}},
         "stages_run": stages.ran,
     }

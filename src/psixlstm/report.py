@@ -94,18 +94,45 @@ def write_report(out: Path, metrics: dict, dataset: Dataset) -> Path:
     links = [f'<a href="veriloga_{k}/psix_{k}.va">psix_{k}.va</a>' for k in ("clustered", "lowrank")]
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in metrics["timing"].items())
     title = f"psixlstm {metrics['version']}: {dataset.device}, preset {metrics['config']['preset']}"
+    data = metrics.get("data") or {}
+    truth = data.get("ground_truth", True)
+    against = "against the clean ground truth" if truth else "against the recorded currents"
+    no_truth = (
+        ""
+        if truth
+        else "<p><strong>No ground truth:</strong> these waveforms come from a CSV or a measurement, not from a "
+        "simulated device, so model errors are against the recorded (noisy) currents, discovery has no true time "
+        "constants to match, and SPICE is checked against the PyTorch student on a held-out waveform of the data "
+        "(replay, realistic use, robustness, DC sweep), not against a device.</p>"
+    )
+    if "assumed_sweep_rate_v_per_s" in data:
+        no_truth += (
+            f"<p>Time axis: {html.escape(str(data.get('time_axis', '')))}; assumed sweep rate "
+            f"{data['assumed_sweep_rate_v_per_s']:g} V/s.</p>"
+        )
+    stim = metrics.get("spice_stimulus") or {}
+    spice_on = (
+        f"<p>SPICE stimulus: {html.escape(str(stim['kind']))}, {stim['samples']} samples, "
+        f"{stim['duration_s']:.4g} s.</p>"
+        if "kind" in stim
+        else ""
+    )
+    true_taus = f"{_num(disc['tau_true_s'], '.3g')} s" if truth else "none (no ground truth)"
     parts = [
         f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-        "<p>Test split, against the clean ground truth. HF error: relative spectral error in the high band; latency:",
+        no_truth,
+        f"<p>Test split, {against}. HF error: relative spectral error in the high band; latency:",
         "PyTorch forward per time step at batch 1, one thread, measured in one run (compare as ratios).</p>",
         "<table>",
         *_model_rows(metrics["models"], dataset.device),
         "</table><h2>Time constants</h2>",
         f"<p>Handed to the students ({html.escape(disc['tau_source'])}): {_num(disc['tau_s'], '.3g')} s; gate",
-        f"clusters {_num(disc['gate_cluster_tau_s'], '.3g')} s; true {_num(disc['tau_true_s'], '.3g')} s; relative",
+        f"clusters {_num(disc['gate_cluster_tau_s'], '.3g')} s; true {true_taus}; relative",
         f"errors {_num(disc['tau_rel_err'], '.2f')}. SVD ranks {html.escape(str(disc['svd_rank']))}.</p>",
-        "<h2>SPICE (clustered student)</h2><table>",
+        "<h2>SPICE (clustered student)</h2>",
+        spice_on,
+        "<table>",
         *spice_rows,
         f"</table><p>Verilog-A: {' '.join(links)}</p>",
         *(_img(p) for p in figures),

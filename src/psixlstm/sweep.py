@@ -40,6 +40,7 @@ FIELD_TYPES = {
     "str": ("a string", lambda v: isinstance(v, str), str),
     "int": ("an integer", lambda v: type(v) is int, int),  # exactly: TOML's true is no integer here
     "bool": ("true or false", lambda v: type(v) is bool, bool),
+    "float": ("a number", lambda v: type(v) in (int, float), float),
     "float | None": ("a number", lambda v: type(v) in (int, float), float),
     "tuple[str, ...]": ("a list of strings", lambda v: isinstance(v, list) and all(type(s) is str for s in v), tuple),
 }

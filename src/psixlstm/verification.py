@@ -39,6 +39,7 @@ ROBUSTNESS_KINDS = ("program", "program_2x", "pulse_1ns", "pwl_1ns", "impulses",
 # durations of the robustness cases relative to the memristor's (1 ms runs); MOSFET/BJT: 10 us runs
 ROBUSTNESS_TIME_SCALE = {"memristor": 1.0, "mosfet": 1e-2, "bjt": 1e-2}
 ROBUSTNESS_EDGE_S = 1e-9
+GROUND_TRUTH_DEVICES = ("memristor", "vteam-paper", "mosfet", "bjt")  # simulated: the device itself is known
 ROBUSTNESS_DC_POINTS = 81
 
 
@@ -100,21 +101,26 @@ def converged_replay(
     t_stop_s: float,
     include_s: list[np.ndarray],
     coarsen: float = 1.0,
+    dt_min_s: float | None = None,
+    dt_max_s: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The student's converged solution: `replay` on a multi-rate grid from `reference_dt_min` (after every
     breakpoint) to 1 us (at most 1/1000 of the run and the fastest time constant), 100 steps per tone period, for
     one stimulus or one per driven terminal (`stim` a list), all times `coarsen` x longer, joined with the points
     `include_s` (s), so that the solution is available exactly at them. v_scale, i_scale as in `replay`.
+    dt_min_s / dt_max_s replace the finest step and the 1 us cap (data on other time scales, `verify_data_student`).
     Returns (t_s, currents A)."""
     stims = list(stim) if isinstance(stim, list | tuple) else [stim]
     # steps no longer than the fastest time constant: trapezoidal steps far beyond a stiff mode are A- but not
     # L-stable and leave it ringing, which ddt(Q) passes on to the terminal current
-    dt_max = min(REFERENCE_DT_MAX_S, t_stop_s / 1000.0, min(student.time_constants_s()))
+    cap = REFERENCE_DT_MAX_S if dt_max_s is None else dt_max_s
+    dt_max = min(cap, t_stop_s / 1000.0, min(student.time_constants_s()))
+    dt_min = min(reference_dt_min(student) if dt_min_s is None else dt_min_s, dt_max)
     fine = [
         st.multirate_grid(
             s,
             t_stop_s,
-            coarsen * reference_dt_min(student),
+            coarsen * dt_min,
             coarsen * dt_max,
             points_per_period=REFERENCE_POINTS_PER_PERIOD / coarsen,
         )
@@ -325,6 +331,114 @@ def verify_memristor_student(
     return report
 
 
+# data without a ground-truth device (CSV, measured): the robustness durations scale with the data; the memristor's
+# sequences last 20 ms, so 20 ms of data is time scale 1 (1 ms stress runs, 4 ms programs)
+DATA_REFERENCE_DURATION_S = 20e-3
+DATA_VERIFY_MAX_SAMPLES = 4000  # held-out window: at most this many samples of a test sequence
+DATA_VERIFY_MAX_REFERENCE_POINTS = 400_000  # the window shrinks until the converged reference fits
+
+
+def data_time_scale(dataset) -> float:
+    """Robustness time scale of a dataset without a native device: its median sequence duration / 20 ms."""
+    durations = [float(s.t_s[-1] - s.t_s[0]) for s in dataset.sequences]
+    return float(np.median(durations)) / DATA_REFERENCE_DURATION_S
+
+
+def verify_data_student(
+    student: ContinuousStudent,
+    v_scale: float,
+    i_scale: float,
+    osdi_path,
+    module: str,
+    state_nodes: list[str],
+    t_s: np.ndarray,
+    v_v: np.ndarray,
+    i_a: np.ndarray | None = None,
+    simulators: tuple[str, ...] = ("ngspice", "vacask"),
+    max_samples: int = DATA_VERIFY_MAX_SAMPLES,
+) -> dict:
+    """A two-terminal student of data without a ground-truth device (a user's CSV, measured sweeps), on a held-out
+    waveform of the data (`t_s`, `v_v`: a test sequence, its first `max_samples` samples, as a PWL source): replay
+    exactness (reltol 1e-6; ngspice trap, VACASK euler and trap), realistic use (reltol 1e-4, max step = the data's
+    coarsest step; its corners are breakpoints) against the converged PyTorch student (steps from 1/8 of the data's
+    finest step or the fastest time constant), and the student on the data's own grid against that reference and
+    against the recorded current `i_a` (`pytorch_vs_data`). There is no ground truth and no native device, so
+    `pytorch_vs_truth`, `spice_vs_truth` and the cost ratio are absent (`ground_truth`: None)."""
+    from .metrics import regression_metrics
+
+    t_all, v_all = np.asarray(t_s, float), np.asarray(v_v, float).reshape(-1)
+    n = min(t_all.size, max_samples)
+    min_tau = min(student.time_constants_s())
+    while True:
+        t_data = t_all[:n] - t_all[0]
+        duration = float(t_data[-1])
+        dt = np.diff(t_data)
+        dt_min, dt_max = min(float(dt.min()), min_tau) / 8.0, min(float(np.median(dt)), min_tau)
+        stim = st.Pwl(tuple(t_data), tuple(v_all[:n]))
+        estimate = st.multirate_grid(stim, duration, dt_min, max(dt_min, min(dt_max, duration / 1000.0))).size
+        if estimate <= DATA_VERIFY_MAX_REFERENCE_POINTS or n <= 64:
+            break
+        n //= 2
+    bps = stim.breakpoints(duration)
+    max_step = float(dt.max())
+    bench = Testbench(osdi_path, module, tuple(state_nodes))
+    report: dict = {
+        "ground_truth": None,
+        "stimulus": {
+            "kind": "held-out data waveform (PWL through its samples)",
+            "samples": int(n),
+            "duration_s": duration,
+            "max_step_s": max_step,
+        },
+    }
+    runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for sim in simulators:
+        entry: dict = {}
+        runs[sim] = {}
+        for method in ("trap",) if sim == "ngspice" else ("euler", "trap"):
+            w = _run(bench, [stim], duration, max_step, 1e-6, sim, method)
+            t, i_sp, v_sp = _waves(w)
+            y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
+            entry[f"replay_max_rel_err_{method}"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y)))
+            if method == "trap":
+                runs[sim]["reltol_1e-6"] = (t, i_sp)
+        w = _run(bench, [stim], duration, max_step, REALISTIC_RELTOL, sim)
+        runs[sim]["realistic"] = _waves(w)[:2]
+        entry["accepted_points"] = w.stats.accepted_points
+        report[sim] = entry
+    points = [t_data] + [t for sim_runs in runs.values() for t, _ in sim_runs.values()]
+    bounds = {"dt_min_s": dt_min, "dt_max_s": dt_max}
+    t_ref, y_ref = converged_replay(student, v_scale, i_scale, stim, duration, points, **bounds)
+    t_chk, y_chk = converged_replay(student, v_scale, i_scale, stim, duration, points, REFERENCE_CHECK_FACTOR, **bounds)
+    y_ds, _ = replay(student, v_scale, i_scale, t_data, v_all[:n], bps)
+    scale = float(np.std(y_ref))
+    common = np.concatenate(points)
+    report["reference"] = {
+        **bounds,
+        "points": int(t_ref.size),
+        f"nrmse_of_{REFERENCE_CHECK_FACTOR}x_coarser_grid": _nrmse(
+            _at(t_chk, y_chk, common), _at(t_ref, y_ref, common), scale
+        ),
+    }
+    y_ds_ref = _at(t_ref, y_ref, t_data)
+    report["pytorch_dataset_grid"] = {
+        "points": int(n),
+        "nrmse": _nrmse(y_ds, y_ds_ref, scale),
+        "max_rel_err": float(np.max(np.abs(y_ds - y_ds_ref)) / np.max(np.abs(y_ref))),
+    }
+    if i_a is not None:
+        report["pytorch_vs_data"] = regression_metrics(y_ds, np.asarray(i_a, float).reshape(-1)[:n])
+    report["realistic_target_nrmse"] = REALISTIC_TARGET_NRMSE
+    for sim, sim_runs in runs.items():
+        t, i_sp = sim_runs["realistic"]
+        y = _at(t_ref, y_ref, t)
+        report[sim]["adaptive_nrmse"] = _nrmse(i_sp, y, scale)
+        report[sim]["adaptive_max_rel_err"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y_ref)))
+        t6, i6 = sim_runs["reltol_1e-6"]
+        report[sim]["reltol_1e-6_nrmse"] = _nrmse(i6, _at(t_ref, y_ref, t6), scale)
+    return report
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Robustness
 
@@ -346,13 +460,29 @@ def _peak_v(stim: st.Stimulus, t_stop_s: float) -> float:
     return float(np.max(np.abs(stim.sample(t))))
 
 
-def _training_program(device: str, terminal: int, rng: np.random.Generator, t_stop_s: float) -> st.Stimulus:
-    """A random program as in the training data: `memristor_program`, or `terminal_program` over the native
-    device's input range of driven terminal `terminal`."""
+def _time_scaled(stim: st.Stimulus, factor: float) -> st.Stimulus:
+    """A random program (a PWL plus sine bursts) with every time multiplied by `factor` (frequencies divided)."""
+    if isinstance(stim, st.Sum):
+        return st.Sum(tuple(_time_scaled(c, factor) for c in stim.components))
+    if isinstance(stim, st.Pwl):
+        return dataclasses.replace(stim, times_s=tuple(factor * t for t in stim.times_s))
+    if isinstance(stim, st.Burst):
+        return dataclasses.replace(stim, frequency_hz=stim.frequency_hz / factor, t_start_s=factor * stim.t_start_s)
+    raise TypeError(f"cannot time-scale a {type(stim).__name__}")
+
+
+def _training_program(
+    device: str, terminal: int, rng: np.random.Generator, t_stop_s: float, time_scale: float = 1.0
+) -> st.Stimulus:
+    """A random program as in the training data: `memristor_program` (its times multiplied by `time_scale` for a
+    two-terminal student of data on another time scale), or `terminal_program` over the native device's input range
+    of driven terminal `terminal`."""
     from .data.generate import memristor_program, terminal_program
     from .devices.spice_reference import BJT, MOSFET
 
     if device == "memristor":
+        if time_scale != 1.0:
+            return _time_scaled(memristor_program(rng, t_stop_s / time_scale), time_scale)
         return memristor_program(rng, t_stop_s)
     lo, hi = {"mosfet": MOSFET, "bjt": BJT}[device].input_range_v[terminal]
     return terminal_program(rng, t_stop_s, lo, hi)
@@ -416,7 +546,9 @@ def _stress_stimulus(
     return st.Dc(rng.uniform(-a_max, a_max))
 
 
-def robustness_case(index: int, seed: int, v_scale, device: str = "memristor") -> tuple[str, list[st.Stimulus], float]:
+def robustness_case(
+    index: int, seed: int, v_scale, device: str = "memristor", time_scale: float | None = None
+) -> tuple[str, list[st.Stimulus], float]:
     """Run `index` of a robustness test of a `device` student: (kind, one stimulus per driven terminal, stop time
     s). Kinds cycle through ROBUSTNESS_KINDS; amplitudes are relative to v_scale (V; the largest |V| of the training
     data, one per driven terminal), at most 2 v_scale, either polarity. Memristor durations (MOSFET/BJT: 100x
@@ -430,15 +562,21 @@ def robustness_case(index: int, seed: int, v_scale, device: str = "memristor") -
     - burst: a sine burst, 1 kHz-500 kHz (log-uniform), up to 2 v_scale (1 ms);
     - prbs: a 4-level PRBS in +-2 v_scale, 1-20 us symbols, 1 ns edges (1 ms);
     - dc_bias: a constant bias in +-2 v_scale from the operating point on (0.5 ms).
-    The driven terminals get independent stimuli of the same kind. The same (index, seed, v_scale, device) always
-    gives the same case."""
+    The driven terminals get independent stimuli of the same kind. `time_scale` replaces the device's duration
+    factor (data on another time scale, e.g. measured I-V sweeps lasting seconds; see `data_time_scale`). The same
+    (index, seed, v_scale, device, time_scale) always gives the same case."""
     kind = ROBUSTNESS_KINDS[index % len(ROBUSTNESS_KINDS)]
     rng = np.random.default_rng([seed, index])
-    t_scale = ROBUSTNESS_TIME_SCALE[device]
+    t_scale = ROBUSTNESS_TIME_SCALE[device] if time_scale is None else float(time_scale)
     t_stop = t_scale * {"program": 4e-3, "program_2x": 4e-3, "dc_bias": 0.5e-3}.get(kind, 1e-3)
+    program_scale = 1.0 if time_scale is None else t_scale
+    programs = [
+        functools.partial(_training_program, device, k, time_scale=program_scale)
+        for k in range(np.atleast_1d(v_scale).size)
+    ]
     stims = [
-        _stress_stimulus(kind, rng, float(v), t_scale, t_stop, functools.partial(_training_program, device, k))
-        for k, v in enumerate(np.atleast_1d(v_scale))
+        _stress_stimulus(kind, rng, float(v), t_scale, t_stop, program)
+        for v, program in zip(np.atleast_1d(v_scale), programs, strict=True)
     ]
     return kind, stims, t_stop
 
@@ -482,6 +620,7 @@ def _robustness_run(
     seed: int,
     reltol: float,
     timeout_s: float,
+    time_scale: float | None,
     job: tuple[str, int],
 ) -> dict:
     """One robustness case `job = (simulator, index)`: its kind, index, class ('ok' or the failure class), message,
@@ -490,8 +629,8 @@ def _robustness_run(
     from . import spice
 
     sim, index = job
-    kind, stims, t_stop = robustness_case(index, seed, v_scale, device)
-    cap = ROBUSTNESS_TIME_SCALE[device] * BANDWIDTH_MAX_STEP_S
+    kind, stims, t_stop = robustness_case(index, seed, v_scale, device, time_scale)
+    cap = (ROBUSTNESS_TIME_SCALE[device] if time_scale is None else time_scale) * BANDWIDTH_MAX_STEP_S
     max_step = min(bandwidth_max_step(stim, t_stop, cap) for stim in stims)
     result = {"sim": sim, "kind": kind, "index": index, "class": "ok", "message": "", "peak": 0.0}
     start = time.perf_counter()
@@ -540,6 +679,7 @@ def robustness(
     progress: bool = False,
     workers: int = 1,
     executor: str = "process",
+    time_scale: float | None = None,
 ) -> dict:
     """Run the exported student (memristor, MOSFET or BJT, wired as `TERMINALS`) in each simulator on `n` cases of
     `robustness_case` (reltol `reltol`, max step from the stimulus bandwidth) and `_dc_sweep`. v_scale, i_scale: V
@@ -568,6 +708,7 @@ def robustness(
         "max_amplitude_v": (2.0 * np.asarray(v_scale, float)).tolist(),
         "driven": list(bench.driven),
         "kinds": list(ROBUSTNESS_KINDS),
+        "time_scale": ROBUSTNESS_TIME_SCALE[device] if time_scale is None else time_scale,
     }
     counted = ("runs", "ok", "convergence", "timeout", "error", "nonfinite")
     by_kind = {
@@ -578,7 +719,7 @@ def robustness(
         for sim in simulators
     }
     failures: dict[str, list[dict]] = {sim: [] for sim in simulators}
-    run = functools.partial(_robustness_run, bench, device, v_scale, i_scale, seed, reltol, timeout_s)
+    run = functools.partial(_robustness_run, bench, device, v_scale, i_scale, seed, reltol, timeout_s, time_scale)
     jobs = [(sim, index) for sim in simulators for index in range(n)]
     results = _fan_out(run, jobs, workers, executor)
     bar = tqdm(results, total=len(jobs), desc=f"robustness {'+'.join(simulators)}", disable=not progress, unit="run")
@@ -745,10 +886,14 @@ def verify_export(
     progress: bool = False,
     workers: int = 1,
     executor: str = "process",
+    data_dir=None,
 ) -> dict:
     """Verify an exported model directory (from `export_student`) and write its verify.json: memristor students
     with `verify_memristor_student`, MOSFET/BJT students with `verify_terminal_student`, both with `robustness_n`
-    robustness cases (fanned out over `workers`, see `robustness`)."""
+    robustness cases (fanned out over `workers`, see `robustness`). A student of a dataset (`data_dir`) without a
+    ground-truth device (device not one of `GROUND_TRUTH_DEVICES`: a CSV, measured data) is verified on a held-out
+    test waveform of that data with `verify_data_student`, and its robustness cases run on the data's time scale
+    (`data_time_scale`)."""
     import json
 
     from .artifacts import write_json
@@ -759,7 +904,33 @@ def verify_export(
     student, scales, _ = load_student(meta["student_dir"])
     osdi = model_dir / meta["osdi"]
     kind = student.cfg.physics.kind
-    if kind != "memristor":
+    dataset = None
+    if data_dir is not None:
+        from .data import Dataset
+
+        dataset = Dataset.load(data_dir)
+        if dataset.device in GROUND_TRUTH_DEVICES:
+            dataset = None
+    time_scale = None
+    if dataset is not None:
+        if kind != "memristor":
+            raise ValueError(f"data without a ground-truth device is verified for two-terminal students, not {kind}")
+        v_scale, i_scale = float(scales.input_scale_v[0]), float(scales.output_scale_a[0])
+        test = dataset.subset("test")[0]
+        report = verify_data_student(
+            student,
+            v_scale,
+            i_scale,
+            osdi,
+            meta["module"],
+            meta["state_nodes"],
+            test.t_s,
+            test.inputs_v[:, 0],
+            test.outputs_a[:, 0],
+            simulators,
+        )
+        time_scale = data_time_scale(dataset)
+    elif kind != "memristor":
         v_scale, i_scale = scales.input_scale_v, scales.output_scale_a
         report = verify_terminal_student(
             student,
@@ -793,6 +964,7 @@ def verify_export(
             progress=progress,
             workers=workers,
             executor=executor,
+            time_scale=time_scale,
         )
     write_json(model_dir / "verify.json", report)
     return report
