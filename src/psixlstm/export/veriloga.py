@@ -10,8 +10,12 @@ against the reference terminal (memristor p against n; MOSFET g, d against s; BJ
     MOSFET/BJT:  I(node_k, ref) = i_scale_k * (S_k(V(x), u) + t_scale * ddt(Q_k(V(x), u)))   [A]
 
 so the reference terminal carries minus the sum (KCL) and charge is conserved through ddt(Q). The initial state
-(all zero) is held at the operating point and at t = 0 by blending (DESIGN.md): no if/else between different
-contributions. The same model always gives byte-identical text.
+(all zero, what the student was trained from) is held at the transient's operating point and at t = 0 by blending
+(DESIGN.md): no if/else between different contributions. DC, operating-point and AC analyses hold the states at 0
+as well by default (what `verification.static_current` computes); with the model parameter `dc_fixed_point = 1`
+they solve the states' steady state V(x) = g(V(x), u) instead, so a DC sweep gives the steady-state I-V and .ac the
+small-signal response of the whole ODE (tau ddt(x) included) at the bias, as a physical device has; transients are
+the same either way. The same model always gives byte-identical text.
 """
 
 from __future__ import annotations
@@ -170,7 +174,13 @@ def emit_veriloga(
     currents = _readout(student, _features(student, body, reals), us, body, reals)
     for k, node in enumerate(driven):
         body.append(f"        I({node}, {ref}) <+ i_scale_{k} * ({currents[k]});")
-    body.append('        k_init = (analysis("static") || $abstime <= 0.0) ? 1.0 : 0.0;  // states start at 0')
+    # k_init = 1 holds the states at 0: the transient's operating point (the trained initial state, in ngspice and
+    # VACASK alike: analysis("tran") is true there) and, by default, every DC analysis. dc_fixed_point = 1 lets a
+    # DC, operating-point or AC analysis solve V(x) = g(V(x), u) instead: the steady state a physical device has.
+    body.append(
+        '        k_init = (analysis("tran") || dc_fixed_point < 0.5) ? ((analysis("static") || $abstime <= 0.0) ? 1.0 '
+        ": 0.0) : 0.0;  // states start at 0"
+    )
     for j in range(n):
         body.append(
             f"        I(x{j}) <+ k_init * V(x{j}) + (1.0 - k_init) * (ddt({_lit(taus[j])} * V(x{j})) + V(x{j}) "
@@ -192,6 +202,9 @@ def emit_veriloga(
     for key in sorted(provenance or {}):
         header.append(f"// {key}: {provenance[key]}")
     params = [f"    parameter real v_scale_{k} = {_lit(v)};  // V" for k, v in enumerate(v_scale)]
+    params.append(
+        "    parameter real dc_fixed_point = 0.0;  // 1: DC/AC states at their steady state; 0: at 0 (trained start)"
+    )
     params += [f"    parameter real i_scale_{k} = {_lit(a)};  // A" for k, a in enumerate(i_scale)]
     if kind != "memristor":
         params.append(f"    parameter real t_scale = {_lit(cfg.t_scale_s)};  // s, charge time unit")
