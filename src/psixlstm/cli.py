@@ -247,6 +247,30 @@ def run_config_from_args(args: argparse.Namespace):
     return RunConfig(**given)
 
 
+def _cmd_characterize(args: argparse.Namespace) -> int:
+    from .characterize import characterize_export
+
+    sims = _simulators(args)
+    report = characterize_export(args.model, sims, args.out, plots=not args.no_plots)
+    summary = report["summary"]
+    for sim in sims:
+        s = summary[sim]
+        print(
+            f"{sim}: DC vs PyTorch {s['dc_spice_vs_pytorch']:.1e}, .ac vs PyTorch {s['ac_vs_pytorch_worst']:.1e}, "
+            f"KCL {s['kcl_max_rel']:.1e}, charge residual {s['charge_residual_rel']:.1e}"
+        )
+        print(
+            f"{sim} vs native: gm {s['gm_max_err_rel_to_max']:.3f} (median {s['gm_median_rel_err_above_1pct']:.3f}), "
+            f"gds {s['gds_max_err_rel_to_max']:.3f} (median {s['gds_median_rel_err_above_1pct']:.3f}), |Y| max "
+            f"{s['ac_vs_native_max_mag_err_db']:.1f} dB, phase max {s['ac_vs_native_max_phase_err_deg']:.1f} deg"
+        )
+    if "gst_odd_asymmetry" in summary:
+        gst = summary["gst_odd_asymmetry"]
+        print("Gummel symmetry, odd asymmetry: " + ", ".join(f"{k} {v:.1e}" for k, v in gst.items()))
+    print(f"wrote {Path(args.out) / 'characterize.json'}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
@@ -540,6 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "characterize",
+        help="MOSFET/BJT export vs BSIM4/Gummel-Poon in SPICE: DC curves, gm/gds, Gummel symmetry or Gummel plot, "
+        "KCL, charge, .ac Y parameters (JSON, plots)",
+    )
+    p.add_argument("--model", required=True, help="directory of psi-xlstm export (a MOSFET or BJT student)")
+    p.add_argument("--simulator", choices=["ngspice", "vacask", "both"], default="ngspice")
+    p.add_argument("--out", required=True, help="output directory (characterize.json, plots)")
+    p.add_argument("--no-plots", action="store_true", help="only characterize.json")
+    p.set_defaults(func=_cmd_characterize)
     return parser
 
 
