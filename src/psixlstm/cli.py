@@ -311,6 +311,49 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stress(args: argparse.Namespace) -> int:
+    from .distillation import load_student
+    from .fitting import load_teacher
+    from .stress import run_stress, stress_plan
+
+    for flag, d in [("--teacher", args.teacher), *(("--student", s) for s in args.student), ("--model", args.model)]:
+        if d is not None and not Path(d).is_dir():
+            raise FileNotFoundError(f"{flag} {d}: no such directory")
+    teacher, _, _ = load_teacher(args.teacher)
+    ds = _teacher_data(args)
+    students = {}
+    for d in args.student:
+        student, _, _ = load_student(d)
+        name = student.cfg.kind if student.cfg.kind not in students else f"{student.cfg.kind}_{Path(d).name}"
+        students[name] = student
+    scales = ds.scales or ds.compute_scales()
+    plan = stress_plan(
+        ds.device,
+        scales.input_scale_v,
+        amplitudes=args.amplitudes,
+        widths_s=args.widths,
+        seed=args.seed,
+    )
+    sims = () if args.simulator == "none" else _simulators(args)
+    report = run_stress(
+        teacher, students, ds, args.model, sims, args.out, plan, not args.quiet, band_floor_rel=args.band_floor
+    )
+    for name, row in report["summary"].items():
+        rec = row["worst_recovery_time_s"]
+        line = (
+            f"{name:<16} worst peak error {row['worst_peak_error_rel']:.3g} x range, recovered "
+            f"{row['recovered']}/{row['cases'] - row['failed_runs']}, worst recovery "
+            + ("-" if rec is None else f"{rec:.3g} s")
+        )
+        if "worst_replay_max_rel_err" in row:
+            line += f", SPICE vs PyTorch replay {row['worst_replay_max_rel_err']:.2e}"
+        if row["failed_runs"]:
+            line += f", {row['failed_runs']} failed runs"
+        print(line)
+    print(f"wrote {Path(args.out) / 'stress.json'}, stress.png ({len(report['cases'])} disturbances)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="psi-xlstm",
@@ -575,6 +618,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (characterize.json, plots)")
     p.add_argument("--no-plots", action="store_true", help="only characterize.json")
     p.set_defaults(func=_cmd_characterize)
+
+    p = sub.add_parser(
+        "stress",
+        help="out-of-range impulses (1x-2x the training voltage, both signs, several widths) on a held-out "
+        "program: peak error and recovery time of truth, teacher, students and the exported student in SPICE",
+        description="Adds one trapezoidal impulse at a fixed time to a held-out random program of the device, for "
+        "every amplitude x sign x width (x driven terminal), and compares the teacher, the students (converged) and "
+        "the exported student in ngspice/VACASK (reltol 1e-4) with the ground truth: peak error during the impulse, "
+        "recovery time (until the error is back within max(2x the model's undisturbed error envelope, 1 % of the "
+        "current range) for good), the perturbation against the truth's, and SPICE against the PyTorch student. "
+        "Writes stress.json and stress.png (the worst case).",
+    )
+    p.add_argument("--teacher", required=True, help="directory of psi-xlstm train-teacher")
+    p.add_argument(
+        "--student", required=True, action="append", help="directory of psi-xlstm distill (repeat for several)"
+    )
+    p.add_argument("--model", default=None, help="directory of psi-xlstm export (the student run in SPICE)")
+    p.add_argument("--data", default=None, help="dataset directory (default: the one recorded in teacher.json)")
+    p.add_argument(
+        "--simulator",
+        choices=["ngspice", "vacask", "both", "none"],
+        default="both",
+        help="simulators for --model (none: PyTorch only)",
+    )
+    p.add_argument(
+        "--amplitudes",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.5, 2.0],
+        metavar="X",
+        help="impulse amplitudes in multiples of the training range max |V| (each with both signs)",
+    )
+    p.add_argument(
+        "--widths",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="impulse widths (s); default memristor 10n 1u 100u, MOSFET/BJT 2n 20n 200n",
+    )
+    p.add_argument("--seed", type=int, default=12345, help="seed of the held-out program")
+    p.add_argument(
+        "--band-floor",
+        type=float,
+        default=0.01,
+        metavar="F",
+        help="floor of the recovery band as a fraction of the current range (default 0.01; the band is the larger "
+        "of it and 2x the model's undisturbed error envelope)",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_stress)
     return parser
 
 
