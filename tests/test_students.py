@@ -174,3 +174,18 @@ def test_time_constants_stay_above_the_floor(kind):
     with torch.no_grad():
         s.log_tau.fill_(-80.0)
     assert float(s.cluster_tau().detach().min()) >= 2e-7
+
+
+def test_memristor_log_conductance_has_the_configured_powers_and_old_files_keep_two():
+    s = _student("clustered", log_conductance_order=4)
+    assert s.readout.g_input.in_features == 4
+    with torch.no_grad():  # only the u^4 coefficient: ln(I / u) - ln(I(u -> 0) / u) is that power alone
+        s.readout.g_state.weight.zero_()
+        s.readout.g_state.bias.zero_()
+        s.readout.g_input.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.7]], dtype=torch.float64))
+        u = torch.tensor([[0.5]], dtype=torch.float64)
+        i = s.readout.static(torch.zeros(1, s.n_states, dtype=torch.float64), u)
+    assert torch.allclose(torch.log(i / u), torch.tensor(0.7 * 0.5**4, dtype=torch.float64))
+    d = s.cfg.to_dict()
+    del d["log_conductance_order"]  # a student.json written before the field
+    assert StudentConfig.from_dict(d).log_conductance_order == 2
