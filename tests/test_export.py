@@ -93,7 +93,7 @@ def _terminal_student(kind: str, physics: DevicePhysics):
 
 
 THREE_TERMINAL = {
-    "mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1),
+    "mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1, i_g_index=0),
     "bjt": DevicePhysics("bjt"),
 }
 TERMINAL_STIMS = (  # (first input, second input): MOSFET v_gs, v_ds / BJT v_be, v_ce

@@ -189,3 +189,26 @@ def test_memristor_log_conductance_has_the_configured_powers_and_old_files_keep_
     d = s.cfg.to_dict()
     del d["log_conductance_order"]  # a student.json written before the field
     assert StudentConfig.from_dict(d).log_conductance_order == 2
+
+
+def test_mosfet_gate_static_current_is_zero_by_construction():
+    """The insulated gate carries only dQ_g/dt, in the student's and the teacher's readout alike: held at any bias,
+    the gate current is 0 once the charge stops moving (the drain's is not)."""
+    from psixlstm.models.teacher import Teacher, TeacherConfig
+
+    physics = DevicePhysics.for_dataset("mosfet", ["v_gs", "v_ds"], ["i_g", "i_d"])
+    assert physics.i_g_index == 0 and physics.i_d_index == 1
+    torch.manual_seed(0)
+    s = build_student(StudentConfig("clustered", 2, 2, [1e-9, 1e-7], physics=physics, t_scale_s=1e-9))
+    x, u = torch.randn(5, 7, s.n_states), torch.randn(5, 7, 2)
+    static = s.readout.static(x, u)
+    assert torch.all(static[..., 0] == 0) and torch.all(static[..., 1].abs() > 0)
+    u_hold = torch.tensor([0.7, 0.5]).expand(1, 400, 2)
+    with torch.no_grad():  # backward Euler: a trapezoidal charge current keeps alternating after the first step
+        y = s(u_hold, torch.full((1, 400), 1e-8), backward_euler=torch.ones(1, 400)).y
+    assert y[0, -1, 0].abs() < 1e-9 * y[0, -1, 1].abs() and y[0, -1, 1].abs() > 0
+    cfg = TeacherConfig(n_in=2, n_out=2, d_model=8, n_heads=2, head_hidden=8, physics=physics, input_scale_v=(1.2, 1.2))
+    teacher = Teacher(cfg)
+    feat = torch.randn(3, 4, 8)
+    static = teacher.readout.static_current(feat, torch.randn(3, 4, 2))
+    assert torch.all(static[..., 0] == 0) and torch.all(static[..., 1].abs() > 0)

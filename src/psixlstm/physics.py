@@ -5,7 +5,9 @@ Built in, by device kind:
   and V * I >= 0 (passive).
 - mosfet / bjt (driven terminals + a grounded one): I_k = S_k(state, V) + dQ_k/dt with the grounded terminal
   carrying -sum(I_k) and -sum(Q_k): KCL and charge conservation hold by construction. MOSFET drain static current
-  S_d = V_DS * G_d with G_d >= 0: zero at V_DS = 0.
+  S_d = V_DS * G_d with G_d >= 0: zero at V_DS = 0; MOSFET gate static current S_g = 0: the gate is insulated, its
+  current is only dQ_g/dt (a learned gate conductance gave the exported model's Y_gg a 1 Hz floor 130 dB above
+  BSIM4's).
 Residual terms (weighted, logged, reported as violation metrics):
 - all devices: sampling invariance, the device is an ODE, so the same input on a 2x finer grid must give the
   same current at the shared points;
@@ -32,6 +34,7 @@ class DevicePhysics:
     v_ds_index: int | None = None  # mosfet: input channel of V_DS
     v_gs_index: int | None = None
     i_d_index: int | None = None  # mosfet: output channel of the drain current
+    i_g_index: int | None = None  # mosfet: output channel of the gate current (static part 0; None: not imposed)
 
     @classmethod
     def for_dataset(cls, device: str, input_names: list[str], output_names: list[str]) -> DevicePhysics:
@@ -43,6 +46,7 @@ class DevicePhysics:
                 v_ds_index=input_names.index("v_ds"),
                 v_gs_index=input_names.index("v_gs"),
                 i_d_index=output_names.index("i_d"),
+                i_g_index=output_names.index("i_g") if "i_g" in output_names else None,
             )
         if device == "bjt":
             return cls("bjt")
@@ -57,13 +61,17 @@ def softplus(z: Tensor) -> Tensor:
 
 def static_structure(physics: DevicePhysics, s: Tensor, u: Tensor) -> Tensor:
     """Impose what is known of the static currents on raw head outputs s (normalised units): memristor
-    I = u softplus(s), pinched and passive; MOSFET drain I_d = u_ds softplus(s_d), zero at V_DS = 0."""
+    I = u softplus(s), pinched and passive; MOSFET drain I_d = u_ds softplus(s_d), zero at V_DS = 0, and MOSFET gate
+    0 (where `i_g_index` is set: the gate current is the charge current alone)."""
     if physics.kind == "memristor":
         return u * softplus(s)
     if physics.kind == "mosfet":  # out of place: softplus keeps its input for the backward pass
         k, j = physics.i_d_index, physics.v_ds_index
-        i_d = u[..., j : j + 1] * softplus(s[..., k : k + 1])
-        return torch.cat([s[..., :k], i_d, s[..., k + 1 :]], -1)
+        cols = list(s.unbind(-1))
+        cols[k] = u[..., j] * softplus(s[..., k])
+        if physics.i_g_index is not None:
+            cols[physics.i_g_index] = torch.zeros_like(s[..., physics.i_g_index])
+        return torch.stack(cols, -1)
     return s
 
 

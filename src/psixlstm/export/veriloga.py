@@ -145,6 +145,8 @@ def _readout(student: ContinuousStudent, feats: list[str], us: list[str], lines:
         lines.append(f"        st{k} = {_dot(wo[k], [f'sh{h}' for h in range(len(wi))], bo[k])};")
         if physics.kind == "mosfet" and k == physics.i_d_index:  # I_d = u_ds softplus(.): zero at V_DS = 0
             lines.append(f"        st{k} = u{physics.v_ds_index} * (max(st{k}, 0.0) + ln(1.0 + exp(-abs(st{k}))));")
+        if physics.kind == "mosfet" and k == physics.i_g_index:  # insulated gate: dQ_g/dt only
+            lines[-1] = f"        st{k} = 0.0;  // gate: no static current"
         lines.append(f"        q{k} = {_dot(wq[k], feats + us, bq[k])};  // charge / (i_scale_{k} * t_scale)")
         reals += [f"st{k}", f"q{k}"]
         outs.append(f"st{k} + t_scale * ddt(q{k})")
