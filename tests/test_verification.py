@@ -55,7 +55,10 @@ TERMINAL_SCALES = {
     "mosfet": Scales(np.array([1.25, 1.25]), np.array([4e-5, 5e-3]), 5e-10, 5e-8),
     "bjt": Scales(np.array([0.75, 5.2]), np.array([3e-2, 7.5e-2]), 5e-10, 5e-8),
 }
-PHYSICS = {"mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1), "bjt": DevicePhysics("bjt")}
+PHYSICS = {
+    "mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1, i_g_index=0),
+    "bjt": DevicePhysics("bjt"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +327,7 @@ def test_verify_terminal_student_end_to_end(tmp_path):
     from psixlstm.verification import verify_terminal_student
 
     torch.manual_seed(2)
-    physics = DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1)
+    physics = DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1, i_g_index=0)
     s = build_student(
         StudentConfig(kind="clustered", n_in=2, n_out=2, tau_s=[2e-9, 2e-8, 2e-7], physics=physics, t_scale_s=1e-9)
     )

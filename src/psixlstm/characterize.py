@@ -1,9 +1,9 @@
 """Stage: characterise an exported MOSFET or BJT student in SPICE against its native reference (BSIM4 / Gummel-Poon).
 
 Every measurement runs the compiled module (.osdi) in ngspice and/or VACASK and the native device in ngspice, with
-the module parameter `dc_fixed_point = 1`, so that DC, operating-point and AC analyses hold the student's states at
-their steady state for the bias (`x* = g(x*, u)`, the DC of a physical device) instead of the trained initial
-state 0 that the transient starts from (see `psixlstm.export.veriloga`):
+the module parameter `dc_fixed_point = 1` (its default), so that DC, operating-point and AC analyses hold the
+student's states at their steady state for the bias (`x* = g(x*, u)`, the DC of a physical device) instead of the
+trained initial state 0 that the transient starts from (see `psixlstm.export.veriloga`):
 
 - DC families (`dc_curves`): output (I vs the second input at several values of the first) and transfer curves
   (I vs the first input at several values of the second): MOSFET I_D(V_DS) at V_GS and I_D(V_GS) at V_DS, BJT
@@ -41,7 +41,8 @@ from . import stimuli as st
 from .devices.spice_reference import BJT, MOSFET, SpiceReferenceDevice
 from .export.veriloga import TERMINALS
 from .models.students import ContinuousStudent, backward_euler_steps
-from .verification import Testbench
+from .verification import Testbench, dc_rel_err, steady_state
+from .verification import static_current as steady_current  # states at x* = g(x*, u)
 
 DC_RELTOL = 1e-9  # DC and AC operating points: converged far below the errors measured
 DC_POINTS = 61
@@ -97,7 +98,7 @@ class ExportedDevice:
 
     def bench(self, fixed_point: bool = True) -> Testbench:
         """The verification testbench (reference terminal grounded) with the DC states at their steady state
-        (`fixed_point`) or at 0 (the module's default)."""
+        (`fixed_point`, the module's default) or at 0 (dc_fixed_point = 0)."""
         params = {"dc_fixed_point": 1.0 if fixed_point else 0.0}
         return dataclasses.replace(Testbench.of(self.osdi, self.module, self.state_nodes, self.kind), params=params)
 
@@ -141,40 +142,6 @@ def _double(student: ContinuousStudent) -> ContinuousStudent:
     return copy.deepcopy(student).double().eval()
 
 
-def _drive(model: ContinuousStudent, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    return model.drive(x, u)
-
-
-def steady_state(student: ContinuousStudent, u: np.ndarray, tol: float = 1e-14, max_iter: int = 50) -> np.ndarray:
-    """States x* (P, N) with x* = g(x*, u) at normalised inputs u (P, n_in), by Newton's method in float64 from 0.
-    The clustered student's drive is contracting (|dg/dx| <= 0.95), so the fixed point is unique."""
-    model = _double(student)
-    ut = torch.as_tensor(np.atleast_2d(u), dtype=torch.float64)
-    x = torch.zeros(ut.shape[0], model.n_states, dtype=torch.float64)
-    eye = torch.eye(model.n_states, dtype=torch.float64)
-    for _ in range(max_iter):
-        r = x - _drive(model, x, ut)
-        jac = torch.autograd.functional.jacobian(lambda z: _drive(model, z, ut).sum(0), x)  # (N, P, N)
-        jac = jac.permute(1, 0, 2)
-        dx = torch.linalg.solve(eye - jac, r[..., None])[..., 0]
-        x = (x - dx).detach()
-        if float(dx.detach().abs().max()) < tol:
-            break
-    return x.detach().numpy()
-
-
-@torch.no_grad()
-def steady_current(student: ContinuousStudent, v_scale, i_scale, v_v: np.ndarray) -> np.ndarray:
-    """Currents (P, n_out) A into the driven terminals at terminal voltages v_v (P, n_in) V with the states at
-    their steady state: what a DC analysis of the module with dc_fixed_point = 1 computes (ddt terms vanish)."""
-    v = np.atleast_2d(np.asarray(v_v, float))
-    u = v / np.asarray(v_scale, float)
-    x = torch.as_tensor(steady_state(student, u))
-    model = _double(student)
-    y = model.readout.static(model.readout_features(x), torch.as_tensor(u))
-    return y.numpy() * np.asarray(i_scale, float)
-
-
 def small_signal_y(
     student: ContinuousStudent, v_scale, i_scale, v_op, freqs_hz: np.ndarray, pinned: bool = False
 ) -> np.ndarray:
@@ -184,7 +151,7 @@ def small_signal_y(
 
         Y(jw) = i_scale [(dS/dx + jw t_scale dQ/dx) (jw I - A)^-1 B + dS/du + jw t_scale dQ/du] / v_scale
 
-    `pinned`: the states held at 0 (what the module's default dc_fixed_point = 0 gives in .ac): Y = i_scale
+    `pinned`: the states held at 0 (what the module with dc_fixed_point = 0 gives in .ac): Y = i_scale
     (dS/du + jw t_scale dQ/du) / v_scale at x = 0."""
     model = _double(student)
     v_scale, i_scale = np.asarray(v_scale, float), np.asarray(i_scale, float)
@@ -311,7 +278,7 @@ def dc_curves(dev: ExportedDevice, simulators=("ngspice",)) -> dict:
             }
     for sim in simulators:
         pairs = np.concatenate(exactness[sim], axis=1)  # (2, P, n_out)
-        err = np.max(np.abs(pairs[0] - pairs[1]), axis=0) / np.max(np.abs(pairs[1]), axis=0)
+        err = dc_rel_err(pairs[0], pairs[1], dev.i_scale)
         report[sim]["spice_vs_pytorch_max_rel_err"] = [float(e) for e in err]
     report["curves"] = curves
     return report

@@ -90,7 +90,9 @@ def spice_impedance(
 
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "model.json").read_text())
-    params = {"dc_fixed_point": 1.0} if fixed_point else {}
+    params = {}  # modules with dc_fixed_point default to 1: set it either way
+    if fixed_point or "dc_fixed_point" in (model_dir / meta["va"]).read_text():
+        params = {"dc_fixed_point": 1.0 if fixed_point else 0.0}
     nodes = ("p", "0")
     dut = spice.OsdiDevice("dut", nodes, meta["module"], model_dir / meta["osdi"], params, tuple(meta["state_nodes"]))
     source = spice.VoltageSource("vp", "p", "0", dc_v=float(bias_v), ac_mag_v=1.0)

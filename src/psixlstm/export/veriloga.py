@@ -11,11 +11,12 @@ against the reference terminal (memristor p against n; MOSFET g, d against s; BJ
 
 so the reference terminal carries minus the sum (KCL) and charge is conserved through ddt(Q). The initial state
 (all zero, what the student was trained from) is held at the transient's operating point and at t = 0 by blending
-(DESIGN.md): no if/else between different contributions. DC, operating-point and AC analyses hold the states at 0
-as well by default (what `verification.static_current` computes); with the model parameter `dc_fixed_point = 1`
-they solve the states' steady state V(x) = g(V(x), u) instead, so a DC sweep gives the steady-state I-V and .ac the
-small-signal response of the whole ODE (tau ddt(x) included) at the bias, as a physical device has; transients are
-the same either way. The same model always gives byte-identical text.
+(DESIGN.md): no if/else between different contributions. DC, operating-point and AC analyses solve the states'
+steady state V(x) = g(V(x), u) (model parameter `dc_fixed_point = 1`, the default; what `verification.static_current`
+computes), so a DC sweep gives the steady-state I-V and .ac the small-signal response of the whole ODE (tau ddt(x)
+included) at the bias, as a physical device has; `dc_fixed_point = 0` holds the states at 0 there as well (DC at the
+trained initial state, .ac quasi-static). Transients are the same either way. The same model always gives
+byte-identical text.
 """
 
 from __future__ import annotations
@@ -178,8 +179,9 @@ def emit_veriloga(
     for k, node in enumerate(driven):
         body.append(f"        I({node}, {ref}) <+ i_scale_{k} * ({currents[k]});")
     # k_init = 1 holds the states at 0: the transient's operating point (the trained initial state, in ngspice and
-    # VACASK alike: analysis("tran") is true there) and, by default, every DC analysis. dc_fixed_point = 1 lets a
-    # DC, operating-point or AC analysis solve V(x) = g(V(x), u) instead: the steady state a physical device has.
+    # VACASK alike: analysis("tran") is true there) and, with dc_fixed_point = 0, every DC analysis. By default
+    # (dc_fixed_point = 1) a DC, operating-point or AC analysis solves V(x) = g(V(x), u): the steady state a physical
+    # device has.
     body.append(
         '        k_init = (analysis("tran") || dc_fixed_point < 0.5) ? ((analysis("static") || $abstime <= 0.0) ? 1.0 '
         ": 0.0) : 0.0;  // states start at 0"
@@ -206,7 +208,7 @@ def emit_veriloga(
         header.append(f"// {key}: {provenance[key]}")
     params = [f"    parameter real v_scale_{k} = {_lit(v)};  // V" for k, v in enumerate(v_scale)]
     params.append(
-        "    parameter real dc_fixed_point = 0.0;  // 1: DC/AC states at their steady state; 0: at 0 (trained start)"
+        "    parameter real dc_fixed_point = 1.0;  // 1: DC/AC states at their steady state; 0: at 0 (trained start)"
     )
     params += [f"    parameter real i_scale_{k} = {_lit(a)};  // A" for k, a in enumerate(i_scale)]
     if kind != "memristor":
