@@ -84,3 +84,26 @@ def test_quick_presets_of_the_cli(device):
     ds = make_dataset(device, "quick", seed=0, progress=False)
     assert len(ds.sequences) >= 4
     assert all(ds.splits[k] for k in ("train", "val", "test"))
+
+
+def test_terminal_programs_hold_sweep_and_keep_fast_edges():
+    """The MOSFET/BJT training programs: most of the time in DC segments at least 5 us long (holds on every terminal,
+    or one terminal swept over its whole range), fast content with ns edges between them, inside the ranges."""
+    from psixlstm.data.generate import terminal_programs
+    from psixlstm.devices.spice_reference import BJT
+
+    duration = 200e-6
+    stims = terminal_programs(np.random.default_rng(1), duration, BJT.input_range_v)
+    bps = np.unique(np.concatenate([s.breakpoints(duration) for s in stims]))
+    gaps = np.diff(bps)
+    assert gaps[gaps >= 5e-6].sum() > 0.5 * duration and gaps.min() < 5e-9
+    sweeps = 0
+    for a, b in zip(bps[:-1][gaps >= 5e-6], bps[1:][gaps >= 5e-6], strict=True):
+        for s, (lo, hi) in zip(stims, BJT.input_range_v, strict=True):
+            va, vb = s.sample(np.array([a, b]))
+            sweeps += abs(abs(vb - va) - (hi - lo)) < 0.1 * (hi - lo)
+    assert sweeps >= 1
+    t = np.linspace(0, duration, 200_001)
+    for s, (lo, hi) in zip(stims, BJT.input_range_v, strict=True):
+        v = s.sample(t)
+        assert lo - 0.06 * (hi - lo) <= v.min() and v.max() <= hi + 0.06 * (hi - lo)  # the tone adds 5 % of the span
