@@ -1,7 +1,9 @@
 """Stage: the whole run, waveforms in, verified Verilog-A and a report out.
 
     data -> teacher (+ optional baselines) -> discovery -> clustered and low-rank students (RRAD)
-         -> Verilog-A (both students) -> SPICE verification -> metrics.json + report.html
+         -> Verilog-A (both students) -> SPICE verification -> SPICE on a test waveform (for the report's plots)
+         -> stress (out-of-range impulses; devices with a ground truth) -> characterize (MOSFET/BJT: DC, Gummel,
+            KCL/charge, .ac against the native device) -> metrics.json + report.html
 
 Every stage writes its artifacts under OUT/<stage>/ and a `stage.json` with the fingerprint of its inputs (the run
 configuration that matters to it and the fingerprints of the stages it reads). A rerun skips a stage whose
@@ -47,6 +49,33 @@ RUN_BUDGETS = {
     "default": RunBudget("default", "default", 3.5, "default", 2.0, 20),  # <= 10 minutes on 2 cores
     "paper": RunBudget("default", "paper", 40.0, "paper", 6.0, 200),  # <= 60 minutes per seed
 }
+
+
+@dataclass(frozen=True)
+class StressBudget:
+    """The stress plan of a run preset (`stress.stress_plan`): impulse amplitudes (x the training range max |V|),
+    signs, and which of the device's impulse widths (indices into `stress.DEVICE_STRESS[device].widths_s`, shortest
+    first: memristor 10 ns, 1 us, 100 us; MOSFET/BJT 2, 20, 200 ns), on every driven terminal."""
+
+    amplitudes: tuple[float, ...]
+    signs: tuple[float, ...]
+    widths: tuple[int, ...]
+
+
+# Each case runs through the truth, the teacher, both students and the export in each simulator. Measured on 2 shared
+# cores with default-preset models: about 4.5 s per memristor case (the full 18-case plan took 83 s), about 2 s per
+# MOSFET/BJT case (two driven terminals, so twice the cases).
+STRESS_BUDGETS = {
+    # one 2x impulse each way at the longest width (the memristor's 100 us moves every state): ~5 s, 2 cases
+    "quick": StressBudget((2.0,), (1.0, -1.0), (2,)),
+    # 1x and 2x, both signs, the shortest and the longest width (1 us dropped): 8 memristor cases, about 40 s, which
+    # keeps the default run under 10 minutes on 2 cores (it took about 7.5 min without the stress test)
+    "default": StressBudget((1.0, 2.0), (1.0, -1.0), (0, 2)),
+    # the whole plan (= stress.STRESS_AMPLITUDES, all widths): 18 memristor cases
+    "paper": StressBudget((1.0, 1.5, 2.0), (1.0, -1.0), (0, 1, 2)),
+}
+CHARACTERIZE_DEVICES = ("mosfet", "bjt")
+SPICE_WAVEFORM_MAX_SAMPLES = 20_000  # the report's SPICE run: the first test sequence, at most this many samples
 
 
 # where a run's waveforms come from: a simulated device (data.generate), the measured perovskite memristor's I-V
@@ -389,8 +418,12 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
             )
         else:
             table = {"linear_fit": linear_fit_report(dataset)}
+        costs = baseline_costs(dataset, teacher_p, list(table))
         for name, m in table.items():
-            rows.setdefault(name, _model_row(m, None))
+            lat, states = costs.get(name, (None, None))
+            row = _model_row(m, lat)
+            row["states"] = row["states"] if row["states"] is not None else states
+            rows.setdefault(name, row)
         per_seed.append({"models": rows, "discovery": disc.to_dict()})
 
     exported: dict[str, dict] = {}
@@ -417,13 +450,167 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
         ),
         after=("veriloga_clustered",),
     )
+    first = out / f"seed{cfg.seed}"
+    export_dir = out / "veriloga_clustered"
+    waveform = stages.run(
+        "spice_waveform",
+        {"simulators": list(cfg.simulators), "max_samples": SPICE_WAVEFORM_MAX_SAMPLES},
+        lambda d: spice_test_waveform(export_dir, dataset, cfg.simulators, d),
+        after=("veriloga_clustered",),
+    )
+    from .stress import DEVICE_STRESS
+
+    if dataset.device in DEVICE_STRESS:
+        sb = STRESS_BUDGETS[cfg.preset]
+        stress = stages.run(
+            "stress",
+            {"plan": asdict(sb), "simulators": list(cfg.simulators)},
+            lambda d: stress_stage(first, dataset, export_dir, cfg.simulators, sb, d, progress),
+            after=(*(f"seed{cfg.seed}/{k}" for k in ("teacher", *STUDENT_KINDS)), "veriloga_clustered"),
+        )
+    else:
+        known = ", ".join(DEVICE_STRESS)
+        stress = {"skipped": f"no stress test for device {dataset.device!r} (stress.DEVICE_STRESS: {known})"}
+    characterize = None
+    if dataset.device in CHARACTERIZE_DEVICES:
+        from .characterize import characterize_export
+
+        characterize = stages.run(
+            "characterize",
+            {"simulators": list(cfg.simulators)},
+            lambda d: characterize_export(export_dir, cfg.simulators, out_dir=d)["summary"],
+            after=("veriloga_clustered",),
+        )
     metrics = _collect(cfg, per_seed, spice_report, stages, time.perf_counter() - wall, __version__)
+    metrics["spice_test_waveform"] = waveform
+    metrics["stress"] = stress
+    if characterize is not None:
+        metrics["characterize"] = characterize
     metrics["data"] = data_summary(dataset)
     from .report import write_report
 
+    start = time.perf_counter()
     write_report(out, metrics, dataset)
+    metrics["timing"]["report_s"] = time.perf_counter() - start
+    metrics["timing"]["total_s"] = time.perf_counter() - wall
     write_json(out / "metrics.json", metrics)  # last: a run with metrics.json has finished, report included
     return metrics
+
+
+def spice_test_waveform(export_dir: Path, dataset, simulators, d: Path) -> dict:
+    """The exported student in each simulator on the first test sequence of the data (its first
+    SPICE_WAVEFORM_MAX_SAMPLES samples, one PWL source per driven terminal through the samples; reltol 1e-4, max step
+    the data's coarsest step), against the PyTorch student replayed on SPICE's accepted grid with SPICE's rule
+    (`verification.replay`). Writes d/waveform.npz (times, currents, replay error per simulator) for the report's
+    plots; returns per simulator the accepted points and max |I_spice - I_pytorch| / max |I_pytorch| (or, where the
+    simulator failed, its failure class and message: the run goes on without that curve)."""
+    from . import spice
+    from . import stimuli as st
+    from .stress import spice_model
+    from .verification import REALISTIC_RELTOL, _failure, _run, replay
+
+    model = spice_model(export_dir)
+    seq = dataset.subset("test")[0]
+    n = min(len(seq), SPICE_WAVEFORM_MAX_SAMPLES)
+    t = seq.t_s[:n] - seq.t_s[0]
+    v = seq.inputs_v[:n].reshape(n, -1)
+    stims = [st.Pwl(tuple(t.tolist()), tuple(v[:, k].tolist())) for k in range(v.shape[1])]
+    t_stop, max_step = float(t[-1]), float(np.max(np.diff(t)))
+    bps = np.concatenate([s.breakpoints(t_stop) for s in stims])
+    arrays: dict[str, np.ndarray] = {"t_data": t}
+    summary: dict = {"samples": int(n), "duration_s": t_stop, "reltol": REALISTIC_RELTOL}
+    for sim in simulators:
+        try:
+            w = _run(model.bench, stims, t_stop, max_step, REALISTIC_RELTOL, sim)
+        except spice.SimulationError as exc:  # only the plots need this run: say why it is missing, go on
+            status, message = _failure(exc)
+            summary[sim] = {"status": status, "message": message}
+            continue
+        t_sp, keep = np.unique(w.axis, return_index=True)
+        i_sp, v_sp = model.bench.currents(w)[keep], model.bench.voltages(w)[keep]
+        y, _ = replay(model.student, model.scales.input_scale_v, model.scales.output_scale_a, t_sp, v_sp, bps)
+        y = np.asarray(y, float).reshape(t_sp.size, -1)
+        err = (i_sp - y) / np.maximum(np.max(np.abs(y), axis=0), 1e-300)
+        arrays |= {f"{sim}_t": t_sp, f"{sim}_i": i_sp, f"{sim}_err_rel": err}
+        summary[sim] = {
+            "status": "ok",
+            "accepted_points": int(t_sp.size),
+            "replay_max_rel_err": float(np.max(np.abs(err))),
+        }
+    np.savez_compressed(d / "waveform.npz", **arrays)
+    return summary
+
+
+def stress_stage(first: Path, dataset, export_dir: Path, simulators, sb: StressBudget, d: Path, progress: bool):
+    """`stress.run_stress` of the first seed's teacher and students and the exported clustered student with the
+    preset's plan `sb`; writes d/stress.json and d/stress.png; returns `stress_summary` of the report."""
+    from .distillation import load_student
+    from .fitting import load_teacher
+    from .stress import DEVICE_STRESS, run_stress, stress_plan
+
+    teacher, _, _ = load_teacher(first / "teacher")
+    students = {f"student_{k}": load_student(first / k)[0] for k in STUDENT_KINDS}
+    scales = dataset.scales or dataset.compute_scales()
+    widths = tuple(DEVICE_STRESS[dataset.device].widths_s[i] for i in sb.widths)
+    plan = stress_plan(dataset.device, scales.input_scale_v, amplitudes=sb.amplitudes, widths_s=widths, signs=sb.signs)
+    report = run_stress(teacher, students, dataset, export_dir, simulators, d, plan, progress=progress)
+    return stress_summary(report)
+
+
+def stress_summary(report: dict) -> dict:
+    """metrics.json's `stress`: the plan, and per model (truth, teacher, students, ngspice, vacask) the worst peak
+    error during the impulse and after it (/ the current range), the worst recovery time (s; None if no case
+    recovered), cases recovered of those run, and for SPICE the worst error against the student replayed on SPICE's
+    grid and against the converged student. The truth's row: its largest current (/ range) and the time its response
+    takes to come back within 1 % of the range of its undisturbed response."""
+    plan, cases = report["plan"], report["cases"]
+    decays = [m["perturbation"]["truth_decay_s"] for c in cases for m in c["models"].values() if "perturbation" in m]
+    models: dict = {
+        "truth": {
+            "cases": len(cases),
+            "worst_peak_current_rel": max((max(c["truth_peak_current_rel"]) for c in cases), default=None),
+            "worst_decay_time_s": max(decays, default=None),
+        }
+    }
+    for name, row in report["summary"].items():
+        entry = {
+            k: row.get(k)
+            for k in (
+                "cases",
+                "failed_runs",
+                "recovered",
+                "worst_peak_error_rel",
+                "worst_after_peak_error_rel",
+                "worst_recovery_time_s",
+                "median_recovery_time_s",
+                "worst_perturbation_error_rel",
+            )
+            if k in row
+        }
+        if "worst_replay_max_rel_err" in row:
+            entry["replay_max_rel_err"] = row["worst_replay_max_rel_err"]
+            entry["vs_converged_max_rel_err"] = row["worst_vs_converged_max_rel_err"]
+        models[name.removeprefix("spice_")] = entry
+    from .stress import worst_case
+
+    return {
+        "plan": {
+            "amplitudes_rel": sorted({abs(d["amplitude_rel"]) for d in plan["disturbances"]}),
+            "signs": sorted({1.0 if d["amplitude_rel"] > 0 else -1.0 for d in plan["disturbances"]}),
+            "widths_s": sorted({d["width_s"] for d in plan["disturbances"]}),
+            "terminals": sorted({d["terminal"] for d in plan["disturbances"]}),
+            "edge_s": plan["disturbances"][0]["edge_s"],
+            "t_impulse_s": plan["t_impulse_s"],
+            "t_stop_s": plan["t_stop_s"],
+            "seed": plan["seed"],
+            "cases": len(cases),
+        },
+        "i_range_a": report["i_range_a"],
+        "band_floor_rel": report["band_floor_rel"],
+        "reltol": report["reltol"],
+        "worst_case": cases[worst_case(report)]["label"] if cases else None,
+        "models": models,
+    }
 
 
 def _discovery_stage(teacher, dataset, d: Path) -> dict:
@@ -444,6 +631,56 @@ def teacher_state_count(teacher) -> int:
     """Recurrent state numbers of the teacher: sLSTM (c, n per unit) and the mLSTM matrix memories."""
     d, h = teacher.cfg.d_model, teacher.cfg.n_heads
     return 2 * d + h * (d // h) ** 2
+
+
+def baseline_costs(dataset, teacher_p, names: list[str]) -> dict[str, tuple[float, int]]:
+    """Latency (us per step, batch 1, as the teacher's and students' rows) and recurrent state count of each named
+    baseline, measured on an untrained model of the same architecture (neither depends on the weights): the linear
+    fit (an affine map, no state), the learned baselines of `fitting.baseline_models` (window models: the buffered
+    past inputs and log-steps of their window), and the teacher variants (`teacher_exp`, `teacher_sigmoid`,
+    `teacher_no_physics`)."""
+    import torch
+
+    from .fitting import baseline_models, teacher_config
+    from .metrics import latency_us_per_step
+    from .models.baselines import LinearStateSpace, LSTMBaseline, Siren, WindowMLP
+    from .models.teacher import Teacher
+
+    n_in, n_out = len(dataset.input_names), len(dataset.output_names)
+
+    class Affine(torch.nn.Module):  # the linear fit I = a V + b, evaluated the way it is used
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Parameter(torch.zeros(n_in, n_out)), torch.nn.Parameter(torch.zeros(n_out))
+
+        def forward(self, u, dt):
+            return u @ self.a + self.b
+
+    def states(model) -> int:
+        if isinstance(model, Teacher):
+            return teacher_state_count(model)
+        if isinstance(model, LinearStateSpace):
+            return int(model.log_tau.numel())
+        if isinstance(model, LSTMBaseline):
+            return 2 * model.lstm.hidden_size
+        if isinstance(model, WindowMLP | Siren):
+            return (model.window - 1) * (n_in + 1)
+        return 0
+
+    gatings = {"teacher_exp": "exp", "teacher_sigmoid": "sigmoid", "teacher_no_physics": "exp"}
+    learned = baseline_models(dataset, teacher_p) if set(names) - {"linear_fit", *gatings} else {}
+    out = {}
+    for name in names:
+        if name == "linear_fit":
+            model = Affine()
+        elif name in gatings:
+            model = Teacher(teacher_config(dataset, teacher_p, gatings[name]))
+        elif name in learned:
+            model = learned[name]
+        else:
+            continue
+        out[name] = (latency_us_per_step(model, n_in, batch=1), states(model))
+    return out
 
 
 def linear_fit_report(dataset) -> dict:
@@ -496,7 +733,7 @@ def _collect(cfg: RunConfig, per_seed: list[dict], spice_report: dict, stages: S
         if len(per_seed) > 1:
             models[name]["over_seeds"] = {
                 key: _mean_std([s["models"].get(name, {}).get(key) for s in per_seed])
-                for key in ("mse", "nrmse", "r2", "hf_error")
+                for key in ("mse", "nrmse", "r2", "hf_error", "latency_us_per_step")
             }
     disc = per_seed[0]["discovery"]
     match = disc.get("tau_match", {}).get("probe_teacher") or disc.get("tau_match", {}).get("gates") or []

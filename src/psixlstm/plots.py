@@ -167,3 +167,24 @@ def plot_iv_loops(seq, preds: dict, path: str | Path) -> Path:
     ax.set_ylabel("I (A)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_spice_error(waves: dict, output_names: list[str], path: str | Path) -> Path:
+    """SPICE against PyTorch over time: |I_spice - I_pytorch| / max |I_pytorch| per simulator and output, the
+    PyTorch student replayed on each simulator's accepted grid. waves: simulator -> (t_s (N,), rel_err (N, C))."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    span = max((float(t[-1]) for t, _ in waves.values() if len(t)), default=1.0)
+    _, unit = _time_axis(np.array([0.0, span]))
+    scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[unit]
+    for sim, (t, err) in waves.items():
+        err = np.abs(np.asarray(err, float).reshape(len(t), -1))
+        for k in range(err.shape[1]):
+            name = output_names[k] if k < len(output_names) else f"output {k}"
+            ax.semilogy(t / scale, np.maximum(err[:, k], 1e-10), lw=0.6, label=f"{sim}, {name}")
+    ax.set_xlabel(f"time ({unit})")
+    ax.set_ylabel("|I_SPICE - I_PyTorch| / max |I|")
+    ax.set_title("SPICE vs the PyTorch student replayed on SPICE's accepted grid (reltol 1e-4)")
+    ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, path)
