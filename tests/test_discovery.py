@@ -32,6 +32,15 @@ def test_fit_exponentials_recovers_known_time_constants():
     assert fit["rel_rms_residual"] < 1e-6
 
 
+def test_fit_exponentials_keeps_taus_apart_on_a_response_that_is_not_exponential():
+    t = np.linspace(0, 20e-3, 400)
+    y = (1 + t / 2e-3) * np.exp(-t / 2e-3)  # a double pole: free fits put two equal taus with huge +- amplitudes
+    fit = fit_exponentials(t, y, 3)
+    taus = np.array(fit["tau_s"])
+    assert np.all(taus[1:] / taus[:-1] >= 1.5 * (1 - 1e-9))
+    assert max(abs(a) for a in fit["amplitudes"]) < 10  # unconstrained: +-43
+
+
 def test_match_taus_is_one_to_one_when_possible():
     m = match_taus([1e-3, 9e-3, 3e-4], [0.34e-3, 1.2e-3, 8.7e-3])
     assert [r["found_s"] for r in m] == [3e-4, 1e-3, 9e-3]
