@@ -24,7 +24,7 @@ from psixlstm.verification import static_current
 requires_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
 PHYSICS = {
     "mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1, i_g_index=0),
-    "bjt": DevicePhysics("bjt"),
+    "bjt": DevicePhysics("bjt", v_be_index=0),
 }
 SCALES = {  # MOSFET v_gs, v_ds / BJT v_be, v_ce: V per unit; currents A per unit
     "mosfet": Scales(np.array([1.25, 1.25]), np.array([4e-5, 5e-3]), 5e-10, 5e-8),

@@ -94,7 +94,7 @@ def _terminal_student(kind: str, physics: DevicePhysics):
 
 THREE_TERMINAL = {
     "mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1, i_g_index=0),
-    "bjt": DevicePhysics("bjt"),
+    "bjt": DevicePhysics("bjt", v_be_index=0),
 }
 TERMINAL_STIMS = (  # (first input, second input): MOSFET v_gs, v_ds / BJT v_be, v_ce
     st.Pulse(v0_v=0.1, v1_v=1.1, delay_s=50e-9, rise_s=2e-9, width_s=300e-9, fall_s=2e-9),

@@ -212,3 +212,25 @@ def test_mosfet_gate_static_current_is_zero_by_construction():
     feat = torch.randn(3, 4, 8)
     static = teacher.readout.static_current(feat, torch.randn(3, 4, 2))
     assert torch.all(static[..., 0] == 0) and torch.all(static[..., 1].abs() > 0)
+
+
+def test_bjt_junction_head_makes_log_current_affine_in_v_be():
+    """BJT students (v_be_index set, as for_dataset does) add exp(e.u + f) to the static currents, initialised to the
+    ideal junction law: I / i_scale = exp((V_BE - v_scale) / V_T) / 10; files without the index have no head."""
+    from psixlstm.models.students import THERMAL_VOLTAGE_V
+
+    physics = DevicePhysics.for_dataset("bjt", ["v_be", "v_ce"], ["i_b", "i_c"])
+    assert physics.v_be_index == 0
+    cfg = StudentConfig("clustered", 2, 2, [1e-9, 1e-7], physics=physics, input_scale_v=(0.75, 5.0), t_scale_s=1e-9)
+    s = build_student(cfg).double()
+    with torch.no_grad():
+        s.readout.static_out.weight.zero_()
+        s.readout.static_out.bias.zero_()
+        v_be = torch.linspace(0.4, 0.75, 8, dtype=torch.float64)
+        u = torch.stack([v_be / 0.75, torch.full_like(v_be, 0.4)], -1)
+        i = s.readout.static(torch.zeros(8, s.n_states, dtype=torch.float64), u)
+    expected = torch.exp((v_be - 0.75) / THERMAL_VOLTAGE_V) / 10
+    torch.testing.assert_close(i, expected[:, None].expand(8, 2), rtol=1e-6, atol=0)  # float32 weights
+    assert (
+        build_student(StudentConfig("clustered", 2, 2, [1e-9], physics=DevicePhysics("bjt"))).readout.junction is None
+    )

@@ -57,7 +57,7 @@ TERMINAL_SCALES = {
 }
 PHYSICS = {
     "mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1, i_g_index=0),
-    "bjt": DevicePhysics("bjt"),
+    "bjt": DevicePhysics("bjt", v_be_index=0),
 }
 
 

@@ -376,14 +376,16 @@ def bjt_gummel(dev: ExportedDevice, simulators=("ngspice",), v_ce: tuple[float, 
             entry: dict = {"v_ce": vce}
             for frac in GUMMEL_FLOORS:
                 fb, fc = frac * np.max(ib_n), frac * np.max(ic_n)
-                both = (ib_n > fb) & (ic_n > fc) & (ib_e > 0)
+                native = (ib_n > fb) & (ic_n > fc)
+                both = native & (ib_e > 0)
                 beta_n = ic_n[both] / ib_n[both]
                 beta_e = ic_e[both] / ib_e[both]
+                beta_native = ic_n[native] / ib_n[native]  # the native range, whatever the module's sign
                 entry[f"floor_{frac:g}"] = {
                     "i_c": _decades(ic_e, ic_n, fc),
                     "i_b": _decades(ib_e, ib_n, fb),
                     "beta": _decades(beta_e, beta_n, 0.0),
-                    "beta_native_range": [float(beta_n.min()), float(beta_n.max())] if both.any() else [],
+                    "beta_native_range": [float(beta_native.min()), float(beta_native.max())] if native.any() else [],
                 }
             report[sim].append(entry)
         report["curves"].append(curve)

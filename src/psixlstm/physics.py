@@ -35,6 +35,7 @@ class DevicePhysics:
     v_gs_index: int | None = None
     i_d_index: int | None = None  # mosfet: output channel of the drain current
     i_g_index: int | None = None  # mosfet: output channel of the gate current (static part 0; None: not imposed)
+    v_be_index: int | None = None  # bjt: input channel of V_BE (the students' junction head; None: no head)
 
     @classmethod
     def for_dataset(cls, device: str, input_names: list[str], output_names: list[str]) -> DevicePhysics:
@@ -49,7 +50,7 @@ class DevicePhysics:
                 i_g_index=output_names.index("i_g") if "i_g" in output_names else None,
             )
         if device == "bjt":
-            return cls("bjt")
+            return cls("bjt", v_be_index=input_names.index("v_be") if "v_be" in input_names else None)
         return cls("generic")
 
 

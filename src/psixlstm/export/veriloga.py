@@ -148,6 +148,9 @@ def _readout(student: ContinuousStudent, feats: list[str], us: list[str], lines:
             lines.append(f"        st{k} = u{physics.v_ds_index} * (max(st{k}, 0.0) + ln(1.0 + exp(-abs(st{k}))));")
         if physics.kind == "mosfet" and k == physics.i_g_index:  # insulated gate: dQ_g/dt only
             lines[-1] = f"        st{k} = 0.0;  // gate: no static current"
+        if getattr(ro, "junction", None) is not None:  # BJT junction law: exp(affine in u), bounded
+            wj, bj = _weights(ro.junction)
+            lines.append(f"        st{k} = st{k} + exp(min({_dot(wj[k], us, bj[k])}, 10.0));")
         lines.append(f"        q{k} = {_dot(wq[k], feats + us, bq[k])};  // charge / (i_scale_{k} * t_scale)")
         reals += [f"st{k}", f"q{k}"]
         outs.append(f"st{k} + t_scale * ddt(q{k})")

@@ -82,7 +82,7 @@ class StudentReadout(nn.Module):
     """Currents from states and inputs. Memristor: I = u exp(min(c.x + d1 u + ... + dp u^p + e, 10)) (p the
     log_conductance_order): the log-conductance is affine in the states (the filament/gap form of compact memristor
     models, where the conductance depends exponentially on the state), pinched and passive. MOSFET/BJT: static
-    W tanh(.) plus dQ/dt of a charge affine in the states and inputs."""
+    W tanh(.) (BJT: plus `junction_head`) plus dQ/dt of a charge affine in the states and inputs."""
 
     def __init__(self, cfg: StudentConfig, n_states: int):
         super().__init__()
@@ -96,16 +96,40 @@ class StudentReadout(nn.Module):
             self.static_in = nn.Linear(n_states + cfg.n_in, cfg.readout_hidden)
             self.static_out = nn.Linear(cfg.readout_hidden, cfg.n_out)
             self.charge = nn.Linear(n_states + cfg.n_in, cfg.n_out) if kind in ("mosfet", "bjt") else None
+            self.junction = None
+            if kind == "bjt" and cfg.physics.v_be_index is not None:
+                self.junction = junction_head(cfg)
 
     def static(self, x: Tensor, u: Tensor) -> Tensor:
         if self.cfg.physics.kind == "memristor":  # log-conductance affine in the states
             powers = torch.cat([u**p for p in range(1, self.cfg.log_conductance_order + 1)], -1)
             return u * exp_limited(self.g_state(x) + self.g_input(powers))
         s = self.static_out(torch.tanh(self.static_in(torch.cat([x, u], -1))))
+        if self.junction is not None:  # BJT: plus exp(affine in u), the junction law
+            s = s + exp_limited(self.junction(u))
         return static_structure(self.cfg.physics, s, u)
 
     def charge_of(self, x: Tensor, u: Tensor) -> Tensor | None:
         return None if self.charge is None else self.charge(torch.cat([x, u], -1))
+
+
+THERMAL_VOLTAGE_V = 0.025852  # kT/q at 300 K
+
+
+def junction_head(cfg: StudentConfig) -> nn.Linear:
+    """BJT static currents: besides the tanh layer, exp(min(e.u + f, 10)) per terminal, a log-current affine in the
+    terminal voltages (the junction law I = I_s exp(V_BE / V_T) of Ebers-Moll / Gummel-Poon, ideality and Early slope
+    learned). A tanh layer of 8 units cannot follow I_C over decades of V_BE: the trained BJT student's I_C was nearly
+    linear in V_BE (1-8 mA from 0.5 to 0.72 V where Gummel-Poon rises 3.6 uA -> 16 mA). Initialised ideal in V_BE,
+    at 1/10 of the current scale at V_BE = v_scale: I / i_scale = exp((V_BE - v_scale) / V_T) / 10."""
+    head = nn.Linear(cfg.n_in, cfg.n_out)
+    k = cfg.physics.v_be_index
+    slope = cfg.input_scale_v[k] / THERMAL_VOLTAGE_V  # per normalised unit of V_BE
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[:, k] = slope
+        head.bias.fill_(-slope - math.log(10.0))
+    return head
 
 
 def backward_euler_steps(t_s: np.ndarray, breakpoints_s: np.ndarray) -> np.ndarray:
