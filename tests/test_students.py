@@ -176,19 +176,21 @@ def test_time_constants_stay_above_the_floor(kind):
     assert float(s.cluster_tau().detach().min()) >= 2e-7
 
 
-def test_memristor_log_conductance_has_the_configured_powers_and_old_files_keep_two():
+def test_memristor_log_conductance_is_bounded_beyond_the_training_range_and_old_files_keep_raw_powers():
     s = _student("clustered", log_conductance_order=4)
     assert s.readout.g_input.in_features == 4
-    with torch.no_grad():  # only the u^4 coefficient: ln(I / u) - ln(I(u -> 0) / u) is that power alone
+    with torch.no_grad():  # only the s^4 coefficient: ln(I / u) is then 0.7 tanh(u)^4 and nothing else
         s.readout.g_state.weight.zero_()
         s.readout.g_state.bias.zero_()
         s.readout.g_input.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.7]], dtype=torch.float64))
-        u = torch.tensor([[0.5]], dtype=torch.float64)
-        i = s.readout.static(torch.zeros(1, s.n_states, dtype=torch.float64), u)
-    assert torch.allclose(torch.log(i / u), torch.tensor(0.7 * 0.5**4, dtype=torch.float64))
+        u = torch.tensor([[0.5], [2.0], [50.0]], dtype=torch.float64)
+        i = s.readout.static(torch.zeros(3, s.n_states, dtype=torch.float64), u)
+    assert torch.allclose(torch.log(i / u), 0.7 * torch.tanh(u) ** 4)
+    assert float(torch.log(i / u).max()) <= 0.7 + 1e-12  # a raw u^4 would give 0.7 * 50^4
     d = s.cfg.to_dict()
-    del d["log_conductance_order"]  # a student.json written before the field
-    assert StudentConfig.from_dict(d).log_conductance_order == 2
+    del d["log_conductance_order"], d["log_conductance_squash"]  # a student.json written before the fields
+    old = StudentConfig.from_dict(d)
+    assert (old.log_conductance_order, old.log_conductance_squash) == (2, False)
 
 
 def test_mosfet_gate_static_current_is_zero_by_construction():

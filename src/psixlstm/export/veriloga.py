@@ -129,7 +129,11 @@ def _readout(student: ContinuousStudent, feats: list[str], us: list[str], lines:
     if physics.kind == "memristor":
         gs_w, gs_b = _weights(ro.g_state)
         gi_w = ro.g_input.weight.detach().double().tolist()[0]
-        powers = [" * ".join(["u0"] * p) for p in range(1, len(gi_w) + 1)]  # u0, u0 * u0, ...
+        if student.cfg.log_conductance_squash:
+            lines.append("        s0 = tanh(u0);  // the log-conductance's input, bounded beyond the training range")
+            reals.append("s0")
+        s0 = "s0" if student.cfg.log_conductance_squash else "u0"
+        powers = [" * ".join([s0] * p) for p in range(1, len(gi_w) + 1)]  # s0, s0 * s0, ...
         lg = f"{_dot(gs_w[0], feats, gs_b[0])} + {_dot(gi_w, powers)}"
         lines.append(f"        lg = {lg};  // log-conductance")
         lines.append("        g_norm = exp(min(lg, 10.0));  // conductance / (i_scale / v_scale), bounded")
