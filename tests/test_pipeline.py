@@ -187,6 +187,13 @@ def test_quick_mosfet_run_characterizes_the_export(tmp_path):
     assert stress["models"]["ngspice"]["replay_max_rel_err"] <= 1e-3
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Characterisation" in html and "Gummel symmetry" in html
+    reach = metrics["frequency_reach"]
+    assert set(reach) == {"teacher", "student_clustered", "student_lowrank"}
+    for rep in reach.values():
+        bands = rep["channels"]["i_d"]
+        assert bands["DC"]["status"] == "ok" and _real(bands["1-10 MHz"]["rel_error"])
+        assert bands["<1 kHz"]["status"] == "unresolved"  # 10 us records: bins every 100 kHz
+    assert "<h2>Frequency reach" in html
     for plot in ("dc_curves", "gummel_symmetry", "ac_y"):
         assert f'alt="{plot}"' in html, plot
     assert "missing</em>" not in html

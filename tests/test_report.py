@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from psixlstm.report import SEED_PAPER_VTEAM, _characterize_section, _model_rows, _seed_paper_section, _stress_section
+from psixlstm.report import (
+    SEED_PAPER_VTEAM,
+    _characterize_section,
+    _model_rows,
+    _reach_section,
+    _seed_paper_section,
+    _stress_section,
+)
 
 
 def _row(params, mse, r2, lat, seeds=None):
@@ -86,3 +93,12 @@ def test_characterize_section_shows_the_summary(tmp_path):
     html = "\n".join(_characterize_section(tmp_path, char))
     assert "5.6e-08" in html and "0.274" in html and "152.9" in html and "0.110" in html
     assert "exported 0.41" in html and "dc_curves.png missing" in html  # plots embedded where they exist
+
+
+def test_reach_section_shows_errors_and_statuses_per_band():
+    band = {"energy_share": 0.5, "rel_error": 0.123, "status": "ok"}
+    missing = {"energy_share": 0.0, "rel_error": None, "status": "unresolved"}
+    rep = {"record": {"sequences": 2, "resolution_hz": 5e4}, "channels": {"i_d": {"DC": band, "<1 kHz": missing}}}
+    html = "\n".join(_reach_section({"teacher": rep, "student_clustered": rep}))
+    assert "<h2>Frequency reach" in html and "0.123" in html and "unresolved" in html and "50 kHz" in html
+    assert _reach_section(None) == []

@@ -378,6 +378,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
     distill_p = distill_preset(b.distill_preset, max_minutes=b.distill_minutes)
     data_dir = str((out / "data").resolve())
     per_seed: list[dict] = []
+    reach: dict | None = None
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         tag = f"seed{seed}"
 
@@ -407,6 +408,10 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
             student, _, m = load_student(out / tag / kind)
             models[f"student_{kind}"] = (student, m)
         n_in = len(dataset.input_names)
+        if seed == cfg.seed and dataset.device in CHARACTERIZE_DEVICES:  # error per band, DC to 10 MHz (issue #6)
+            from .reach import frequency_reach
+
+            reach = {name: frequency_reach(model, dataset) for name, (model, _) in models.items()}
         rows = {name: _model_row(m, latency_us_per_step(model, n_in, batch=1)) for name, (model, m) in models.items()}
         rows["teacher"]["states"] = teacher_state_count(teacher)
         if cfg.baselines:
@@ -486,6 +491,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
     metrics["stress"] = stress
     if characterize is not None:
         metrics["characterize"] = characterize
+    if reach is not None:
+        metrics["frequency_reach"] = reach
     metrics["data"] = data_summary(dataset)
     from .report import write_report
 

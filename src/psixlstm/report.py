@@ -284,6 +284,45 @@ def _characterize_section(out: Path, char: dict | None) -> list[str]:
     ]
 
 
+def _reach_section(reach: dict | None) -> list[str]:
+    """Per model and output, the relative error per frequency band (`reach.frequency_reach`), with the truth's
+    energy share per band, so that a reader sees what the data exercise."""
+    if not reach:
+        return []
+    first = next(iter(reach.values()))
+    channels = list(first["channels"])
+    bands = list(first["channels"][channels[0]])
+    rec = first["record"]
+    rows = [_row(["Model", "Output", *bands], "th")]
+    for c in channels:
+        rows.append(
+            _row(
+                [
+                    "truth: energy share",
+                    html.escape(c),
+                    *(_num(first["channels"][c][b]["energy_share"], ".2g") for b in bands),
+                ]
+            )
+        )
+    for name, rep in reach.items():
+        for c in channels:
+            cells = [
+                _num(e["rel_error"], ".3g") if e["status"] == "ok" else html.escape(e["status"])
+                for e in (rep["channels"][c][b] for b in bands)
+            ]
+            rows.append(_row([html.escape(name), html.escape(c), *cells]))
+    return [
+        "<h2>Frequency reach</h2>",
+        f"<p>Relative error per band (||FFT(model - truth)|| / ||FFT(truth)|| over the band, pooled over the "
+        f"{rec['sequences']} test sequence(s) by energy). The records resolve bins every "
+        f"{rec['resolution_hz'] / 1e3:.3g} kHz: bands below that are <em>unresolved</em>, bands where the truth has "
+        "almost no energy say <em>no_signal</em>.</p>",
+        "<table>",
+        *rows,
+        "</table>",
+    ]
+
+
 def _timing_section(metrics: dict) -> list[str]:
     ran = metrics.get("stages_run", {})
     rows = [_row(["Stage", "Seconds", ""], "th")]
@@ -381,6 +420,7 @@ def write_report(out: Path, metrics: dict, dataset: Dataset) -> Path:
         *(_img(p, c) for p, c in error_figs),
         *_stress_section(out, metrics.get("stress")),
         *_characterize_section(out, metrics.get("characterize")),
+        *_reach_section(metrics.get("frequency_reach")),
         *_timing_section(metrics),
         f"<p>Data attribution: {html.escape(dataset.attribution)}</p>" if dataset.attribution else "",
         "</body></html>",
