@@ -75,9 +75,10 @@ def test_ablation_table_has_every_variant(setup, tmp_path):
     assert set(table) == {
         "full",
         "without_output",
-        "without_hidden",
+        "with_hidden",  # off in the presets: the ablation switches it on
         "without_derivative",
         "without_relation",
         "output_only",
     }
     assert table["output_only"]["weights"]["data"] == 0.0
+    assert table["with_hidden"]["weights"]["hidden"] == 0.3 and table["full"]["weights"]["hidden"] == 0.0

@@ -31,6 +31,7 @@ from .physics import DevicePhysics
 from .training import Batch, TrainConfig, make_batch, predict, train_model
 
 RRAD_TERMS = ("output", "hidden", "derivative", "relation")
+ABLATION_ON_WEIGHT = 0.3  # the weight `ablation` gives a term that the preset switches off
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,13 @@ class DistillPreset:
     drive_hidden: int
     rank: int
     train: TrainConfig
+    # Measured on the three-tau memristor (48-sequence teacher, test NRMSE 0.050, clustered K = 4, 40 epochs): these
+    # weights give 0.072 and 0.077 (seeds 0, 1). The absolute hidden-matching term costs accuracy at every weight
+    # tried (hidden 0.3 with output 1: 0.085 and 0.107; hidden 0.1: 0.101), and so does a full-weight output term
+    # (low-rank: 0.139 vs 0.081). The hidden trajectories still steer the student through their differences (the
+    # derivative term) and their Gram matrices (the relation term); `ablation` reports the hidden term switched on.
     weights: dict[str, float] = field(
-        default_factory=lambda: {"data": 1.0, "output": 1.0, "hidden": 0.3, "derivative": 0.3, "relation": 0.1}
+        default_factory=lambda: {"data": 1.0, "output": 0.3, "hidden": 0.0, "derivative": 0.3, "relation": 0.1}
     )
     relation_window: int = 16
 
@@ -258,15 +264,19 @@ def ablation(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Full RRAD, each RRAD term removed in turn, and output-only distillation, same budget: a table of test
-    NRMSE / R^2 vs the ground truth and vs the teacher. Resumable (finished rows are kept)."""
+    """Full RRAD, each RRAD term removed in turn (a term the preset leaves at 0 is switched on at
+    ABLATION_ON_WEIGHT instead), and output-only distillation, same budget: a table of test NRMSE / R^2 vs the
+    ground truth and vs the teacher. Resumable (finished rows are kept)."""
     p = distill_preset(preset) if isinstance(preset, str) else preset
     out = Path(out_dir)
     table_path = out / "ablation.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
     variants = {"full": dict(p.weights)}
     for term in RRAD_TERMS:
-        variants[f"without_{term}"] = {**p.weights, term: 0.0}
+        if p.weights.get(term, 0.0) > 0:
+            variants[f"without_{term}"] = {**p.weights, term: 0.0}
+        else:
+            variants[f"with_{term}"] = {**p.weights, term: ABLATION_ON_WEIGHT}
     variants["output_only"] = {"data": 0.0, "output": 1.0, "hidden": 0.0, "derivative": 0.0, "relation": 0.0}
     for name, w in variants.items():
         if name in table:
