@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
 
 def test_rrad_terms_are_finite_and_vanish_for_a_perfect_student():
     torch.manual_seed(0)
-    loss = RRADLoss(n_student=4, n_teacher=6, window=8)
+    loss = RRADLoss(n_student=4, n_teacher=6, window=8, hidden_diff_ms=1.0, output_diff_ms=1.0)
     b, t = 2, 32
     x = torch.randn(b, t, 4)
     with torch.no_grad():
@@ -50,6 +50,19 @@ def test_rrad_terms_are_finite_and_vanish_for_a_perfect_student():
     wrong = loss(ModelOutput(y=y + 1.0, state=None, hidden=torch.randn(b, t, 4)), chunk)
     for name, value in wrong.items():
         assert torch.isfinite(value) and float(value.detach()) > 1e-3, name
+
+
+def test_derivative_term_keeps_its_scale_on_a_quiet_chunk():
+    """Inside a DC hold the teacher does not move: the term must weigh the student's small wiggles by at least a
+    fraction of the whole split's typical difference, not by that chunk's (0: the term came out near 1e6 here)."""
+    torch.manual_seed(0)
+    loss = RRADLoss(n_student=4, n_teacher=6, window=8, hidden_diff_ms=0.01, output_diff_ms=0.01)
+    b, t = 2, 32
+    y_t, h_t = torch.full((b, t, 1), 0.3), torch.full((b, t, 6), -0.2)  # a hold: constant teacher
+    chunk = Batch(torch.zeros(b, t, 1), y_t, torch.ones(b, t), torch.ones(b, t), torch.zeros(b, t))
+    chunk.extras = {"y_teacher": y_t, "h_teacher": h_t}
+    wiggle = ModelOutput(y=y_t + 1e-3 * torch.randn(b, t, 1), state=None, hidden=1e-3 * torch.randn(b, t, 4))
+    assert float(loss(wiggle, chunk)["derivative"].detach()) < 1.0
 
 
 @pytest.mark.parametrize("kind", ["clustered", "lowrank"])
