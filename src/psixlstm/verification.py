@@ -322,6 +322,30 @@ def _waves(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t, -w.current("vp")[keep], w.voltage("p")[keep]
 
 
+def _replay_and_realistic(
+    student: ContinuousStudent, v_scale, i_scale, bench: Testbench, stim, t_stop_s, max_step_s, bps, simulators
+) -> tuple[dict[str, dict], dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], dict]:
+    """A two-terminal module on one stimulus, per simulator: replay exactness at reltol 1e-6 (ngspice trap, VACASK
+    euler and trap; the student replayed on SPICE's accepted grid with SPICE's rule), and the realistic-use run
+    (reltol 1e-4). Returns ({sim: {replay_max_rel_err_<method>}}, {sim: {"reltol_1e-6" | "realistic": (t, i)}},
+    {sim: the realistic run's waveforms})."""
+    entries: dict[str, dict] = {}
+    runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    realistic = {}
+    for sim in simulators:
+        entries[sim], runs[sim] = {}, {}
+        for method in ("trap",) if sim == "ngspice" else ("euler", "trap"):
+            w = _run(bench, [stim], t_stop_s, max_step_s, 1e-6, sim, method)
+            t, i_sp, v_sp = _waves(w)
+            y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
+            entries[sim][f"replay_max_rel_err_{method}"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y)))
+            if method == "trap":
+                runs[sim]["reltol_1e-6"] = (t, i_sp)
+        realistic[sim] = _run(bench, [stim], t_stop_s, max_step_s, REALISTIC_RELTOL, sim)
+        runs[sim]["realistic"] = _waves(realistic[sim])[:2]
+    return entries, runs, realistic
+
+
 def verify_memristor_student(
     student: ContinuousStudent,
     v_scale: float,
@@ -359,22 +383,12 @@ def verify_memristor_student(
         params=memristor.MemristorParams().to_dict(),
     )
     report: dict = {"stimulus": {"seed": seed, "duration_s": duration_s, "max_step_s": max_step}}
-    runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for sim in simulators:
-        methods = ("trap",) if sim == "ngspice" else ("euler", "trap")
-        entry: dict = {}
-        runs[sim] = {}
-        for method in methods:
-            w = _run(bench, [stim], duration_s, max_step, 1e-6, sim, method)
-            t, i_sp, v_sp = _waves(w)
-            y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
-            entry[f"replay_max_rel_err_{method}"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y)))
-            if method == "trap":
-                runs[sim]["reltol_1e-6"] = (t, i_sp)
-        w = _run(bench, [stim], duration_s, max_step, REALISTIC_RELTOL, sim)
-        runs[sim]["realistic"] = _waves(w)[:2]
+    entries, runs, realistic = _replay_and_realistic(
+        student, v_scale, i_scale, bench, stim, duration_s, max_step, bps, simulators
+    )
+    for sim, entry in entries.items():
         ref = _run(ref_bench, [stim], duration_s, max_step, REALISTIC_RELTOL, sim)
-        entry["cost"] = cost_ratio(w, ref, memristor.VA_MODULE)
+        entry["cost"] = cost_ratio(realistic[sim], ref, memristor.VA_MODULE)
         report[sim] = entry
 
     points = [grid] + [t for sim_runs in runs.values() for t, _ in sim_runs.values()]
@@ -473,20 +487,11 @@ def verify_data_student(
             "max_step_s": max_step,
         },
     }
-    runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for sim in simulators:
-        entry: dict = {}
-        runs[sim] = {}
-        for method in ("trap",) if sim == "ngspice" else ("euler", "trap"):
-            w = _run(bench, [stim], duration, max_step, 1e-6, sim, method)
-            t, i_sp, v_sp = _waves(w)
-            y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
-            entry[f"replay_max_rel_err_{method}"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y)))
-            if method == "trap":
-                runs[sim]["reltol_1e-6"] = (t, i_sp)
-        w = _run(bench, [stim], duration, max_step, REALISTIC_RELTOL, sim)
-        runs[sim]["realistic"] = _waves(w)[:2]
-        entry["accepted_points"] = w.stats.accepted_points
+    entries, runs, realistic = _replay_and_realistic(
+        student, v_scale, i_scale, bench, stim, duration, max_step, bps, simulators
+    )
+    for sim, entry in entries.items():
+        entry["accepted_points"] = realistic[sim].stats.accepted_points
         report[sim] = entry
     points = [t_data] + [t for sim_runs in runs.values() for t, _ in sim_runs.values()]
     bounds = {"dt_min_s": dt_min, "dt_max_s": dt_max}
