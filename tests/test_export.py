@@ -16,7 +16,7 @@ from psixlstm.export import emit_veriloga
 from psixlstm.export.veriloga import circuit_nodes
 from psixlstm.models.students import StudentConfig, build_student
 from psixlstm.physics import DevicePhysics
-from psixlstm.verification import replay
+from psixlstm.verification import replay, steady_state
 
 requires_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
 SCALES = Scales(np.array([1.4]), np.array([3e-3]), 1e-7, 5e-5)
@@ -137,3 +137,45 @@ def test_export_refuses_what_it_cannot_write():
     s = build_student(StudentConfig(kind="clustered", n_in=3, n_out=3, tau_s=[1e-9], physics=DevicePhysics("bjt")))
     with pytest.raises(ValueError, match="2 inputs"):
         emit_veriloga(s, Scales(np.ones(3), np.ones(3), 1e-9, 1e-8))
+
+
+@requires_ngspice
+@pytest.mark.parametrize("kind", ["clustered", "lowrank"])
+@pytest.mark.parametrize(("simulator", "method"), [("ngspice", "trap"), ("vacask", "euler")])
+def test_terminal_transient_starts_at_the_students_steady_state(kind, simulator, method, tmp_path):
+    """A MOSFET/BJT student starts every run at the steady state of its first input (`initial_state`), and so does
+    the exported module's transient: its operating point solves the same fixed point x* = g(x*, u0)."""
+    s = _terminal_student(kind, THREE_TERMINAL["mosfet"])
+    scales = Scales(np.array([1.2, 1.2]), np.array([1e-4, 2e-3]), 1e-9, 5e-8)
+    v0 = (0.8, 0.5)
+    x_star = steady_state(s, np.array([v0]) / scales.input_scale_v)[0]
+    with torch.no_grad():
+        x_torch = s.double().initial_state(torch.tensor([v0], dtype=torch.float64) / 1.2)[0]
+    s.float()
+    assert np.max(np.abs(x_torch.numpy() - x_star)) <= 1e-11 * max(1.0, np.max(np.abs(x_star)))
+    assert np.max(np.abs(x_star)) > 0.1  # a real offset from 0
+    va = emit_veriloga(s, scales, module=f"tss_{kind}")
+    (tmp_path / "m.va").write_text(va.text)
+    osdi = spice.compile_va(tmp_path / "m.va", opt_level=0, cache_dir=tmp_path)
+    stims = (st.Pulse(v0_v=v0[0], v1_v=0.2, delay_s=50e-9, rise_s=2e-9, width_s=100e-9, fall_s=2e-9), st.Dc(v0[1]))
+    sources = [spice.VoltageSource(f"v{n}", n, "0", waveform=w) for n, w in zip(va.driven, stims, strict=True)]
+    nodes = circuit_nodes(va.ports, va.reference)
+    circuit = spice.Circuit(
+        "start", [*sources, spice.OsdiDevice("dut", nodes, va.module, osdi, {}, tuple(va.state_nodes))]
+    )
+    stop = 200e-9
+    w = spice.run_circuit(
+        circuit, spice.Transient(stop_s=stop, step_s=1e-9, max_step_s=5e-9, reltol=1e-6, method=method), simulator
+    )
+    t, keep = np.unique(w.axis, return_index=True)
+    x_spice = np.stack([w.state("dut", node)[keep] for node in va.state_nodes], 1)
+    assert np.max(np.abs(x_spice[0] - x_star)) <= 1e-6 * max(1.0, np.max(np.abs(x_star))), (x_spice[0], x_star)
+    # and the whole run replays from there
+    i_spice = np.stack([-w.current(f"v{n}")[keep] for n in va.driven], 1)
+    v = np.stack([w.voltage(n)[keep] for n in va.driven], 1)
+    bps = t if method == "euler" else np.concatenate([stim.breakpoints(stop) for stim in stims])
+    i_replay, x_replay = replay(s, scales.input_scale_v, scales.output_scale_a, t, v, bps)
+    assert np.max(np.abs(x_spice - x_replay)) <= 1e-5 * max(1.0, np.max(np.abs(x_replay)))
+    for k in range(2):
+        err = np.max(np.abs(i_spice[:, k] - i_replay[:, k])) / np.max(np.abs(i_replay[:, k]))
+        assert err <= 1e-5, (k, err)

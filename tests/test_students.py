@@ -236,3 +236,50 @@ def test_bjt_junction_head_makes_log_current_affine_in_v_be():
     assert (
         build_student(StudentConfig("clustered", 2, 2, [1e-9], physics=DevicePhysics("bjt"))).readout.junction is None
     )
+
+
+@pytest.mark.parametrize("kind", ["clustered", "lowrank"])
+@pytest.mark.parametrize("device", ["mosfet", "bjt"])
+def test_terminal_students_start_at_their_steady_state_with_exact_gradients(kind, device):
+    """MOSFET/BJT runs start at x* = g(x*, u0) (their SPICE truth starts at its operating point), to 1e-12, with no
+    charge current there; gradients through the start are the exact ones (gradcheck); memristors start at 0."""
+    from psixlstm.verification import steady_state
+
+    physics = {
+        "mosfet": DevicePhysics("mosfet", v_ds_index=1, v_gs_index=0, i_d_index=1, i_g_index=0),
+        "bjt": DevicePhysics("bjt", v_be_index=0),
+    }[device]
+    torch.manual_seed(1)
+    cfg = StudentConfig(kind=kind, n_in=2, n_out=2, tau_s=[2e-9, 2e-7], states_per_cluster=2, drive_hidden=4,
+                        rank=2, physics=physics, t_scale_s=1e-9)  # fmt: skip
+    s = build_student(cfg).double()
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    u0 = torch.tensor([[0.3, 0.7], [-0.5, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    with torch.no_grad():
+        x0 = s.initial_state(u0)
+        assert torch.max(torch.abs(x0 - torch.as_tensor(steady_state(s, u0.numpy())))) <= 1e-11
+        assert torch.max(torch.abs(x0)) > 0.1
+        u = u0[:, None].repeat(1, 6, 1)
+        out = s(u, torch.full((3, 6), 1e-9, dtype=torch.float64), backward_euler=torch.ones(3, 6, dtype=torch.float64))
+        assert torch.max(torch.abs(out.hidden - x0[:, None])) <= 1e-11  # at rest: constant input, no start-up
+        assert torch.max(torch.abs(out.y - out.y[:, :1])) <= 1e-11  # and no charge current at any step
+    names = [n for n, _ in s.named_parameters()]
+    values = tuple(p.detach().clone().requires_grad_() for p in s.parameters())
+
+    def start(*v):
+        return torch.func.functional_call(_Start(s), {f"s.{n}": x for n, x in zip(names, v, strict=True)}, (u0,))
+
+    assert torch.autograd.gradcheck(start, values, eps=1e-6, atol=1e-6)
+    mem = _student(kind)
+    assert torch.equal(mem.initial_state(torch.ones(2, 1, dtype=torch.float64)), torch.zeros(2, mem.n_states).double())
+
+
+class _Start(torch.nn.Module):
+    def __init__(self, s):
+        super().__init__()
+        self.s = s
+
+    def forward(self, u0):
+        return self.s.initial_state(u0)

@@ -64,7 +64,7 @@ def replay(
     dt = torch.tensor(np.diff(t, prepend=t[0] - (t[1] - t[0])))[None]
     be_all = torch.tensor(after_bp, dtype=torch.float64)[None]
     be_all[0, 0] = 1.0
-    x0 = torch.zeros(1, 1, model.n_states, dtype=torch.float64)
+    x0 = model.initial_state(u[None, 0])[:, None]  # 0, or a MOSFET/BJT's steady state: its operating point
     xs = torch.cat([x0, model.integrate(x0[:, 0], u[None], dt[:, 1:], be_all[:, 1:])], 1)
     y, _, _ = model.currents(xs, u[None], dt, be_all)
     y = y[0].numpy() * np.asarray(i_scale, float)
@@ -183,12 +183,13 @@ def converged_replay(
 
 @torch.no_grad()
 def trapezoidal_states(student: ContinuousStudent, v_scale, t_s: np.ndarray, v_v: np.ndarray) -> np.ndarray:
-    """States (T, N) from 0 at t_s[0], trapezoidal on every step (the first one too), float64; v_v as in `replay`."""
+    """States (T, N) from `initial_state` at t_s[0] (0, or a MOSFET/BJT's steady state), trapezoidal on every step
+    (the first one too), float64; v_v as in `replay`."""
     model = copy.deepcopy(student).double().eval()
     t = np.asarray(t_s, float)
     u = torch.tensor(np.asarray(v_v, float).reshape(t.size, -1) / np.asarray(v_scale, float))[None]
     dt = torch.tensor(np.diff(t))[None]
-    x0 = torch.zeros(1, model.n_states, dtype=torch.float64)
+    x0 = model.initial_state(u[:, 0])
     return torch.cat([x0, model.integrate(x0, u, dt, torch.zeros_like(dt))[0]], 0).numpy()
 
 

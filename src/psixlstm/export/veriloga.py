@@ -9,13 +9,14 @@ against the reference terminal (memristor p against n; MOSFET g, d against s; BJ
     memristor:   I(p, n) = i_scale * u * exp(min(c . f(V(x)) + d1 u + d2 u^2 + e, 10))        [A]
     MOSFET/BJT:  I(node_k, ref) = i_scale_k * (S_k(V(x), u) + t_scale * ddt(Q_k(V(x), u)))   [A]
 
-so the reference terminal carries minus the sum (KCL) and charge is conserved through ddt(Q). The initial state
-(all zero, what the student was trained from) is held at the transient's operating point and at t = 0 by blending
-(DESIGN.md): no if/else between different contributions. DC, operating-point and AC analyses solve the states'
-steady state V(x) = g(V(x), u) (model parameter `dc_fixed_point = 1`, the default; what `verification.static_current`
+so the reference terminal carries minus the sum (KCL) and charge is conserved through ddt(Q). A memristor's initial
+state (all zero, what the student was trained from) is held at the transient's operating point and at t = 0 by blending
+(DESIGN.md): no if/else between different contributions. DC, operating-point and AC analyses solve the states' steady
+state V(x) = g(V(x), u) (model parameter `dc_fixed_point = 1`, the default; what `verification.static_current`
 computes), so a DC sweep gives the steady-state I-V and .ac the small-signal response of the whole ODE (tau ddt(x)
-included) at the bias, as a physical device has; `dc_fixed_point = 0` holds the states at 0 there as well (DC at the
-trained initial state, .ac quasi-static). Transients are the same either way. The same model always gives
+included) at the bias, as a physical device has; `dc_fixed_point = 0` holds the states at 0 there as well (DC at x = 0,
+.ac quasi-static). A memristor's transient starts at 0 either way; a MOSFET's or BJT's transient starts, like the
+student's runs, at the steady state of its operating point (at 0 with `dc_fixed_point = 0`). The same model always gives
 byte-identical text.
 """
 
@@ -185,14 +186,22 @@ def emit_veriloga(
     currents = _readout(student, _features(student, body, reals), us, body, reals)
     for k, node in enumerate(driven):
         body.append(f"        I({node}, {ref}) <+ i_scale_{k} * ({currents[k]});")
-    # k_init = 1 holds the states at 0: the transient's operating point (the trained initial state, in ngspice and
-    # VACASK alike: analysis("tran") is true there) and, with dc_fixed_point = 0, every DC analysis. By default
+    # k_init = 1 holds the states at 0 at an operating point (analysis("static") || $abstime <= 0). By default
     # (dc_fixed_point = 1) a DC, operating-point or AC analysis solves V(x) = g(V(x), u): the steady state a physical
-    # device has.
-    body.append(
-        '        k_init = (analysis("tran") || dc_fixed_point < 0.5) ? ((analysis("static") || $abstime <= 0.0) ? 1.0 '
-        ": 0.0) : 0.0;  // states start at 0"
-    )
+    # device has; dc_fixed_point = 0 holds the states at 0 there. A memristor's transient starts at 0 either way (the
+    # trained initial state, in ngspice and VACASK alike: analysis("tran") is true at its operating point); a MOSFET's
+    # or BJT's transient starts where the student does (`ContinuousStudent.initial_state`), at the steady state of
+    # its operating point, like the DC analyses.
+    if kind == "memristor":
+        body.append(
+            '        k_init = (analysis("tran") || dc_fixed_point < 0.5) ? ((analysis("static") || $abstime <= 0.0) '
+            "? 1.0 : 0.0) : 0.0;  // states start at 0"
+        )
+    else:
+        body.append(
+            '        k_init = dc_fixed_point < 0.5 ? ((analysis("static") || $abstime <= 0.0) ? 1.0 : 0.0) : 0.0;'
+            "  // states start at their steady state"
+        )
     for j in range(n):
         body.append(
             f"        I(x{j}) <+ k_init * V(x{j}) + (1.0 - k_init) * (ddt({_lit(taus[j])} * V(x{j})) + V(x{j}) "
@@ -216,6 +225,8 @@ def emit_veriloga(
     params = [f"    parameter real v_scale_{k} = {_lit(v)};  // V" for k, v in enumerate(v_scale)]
     params.append(
         "    parameter real dc_fixed_point = 1.0;  // 1: DC/AC states at their steady state; 0: at 0 (trained start)"
+        if kind == "memristor"
+        else "    parameter real dc_fixed_point = 1.0;  // 1: DC/AC/transient start at the steady state; 0: at 0"
     )
     params += [f"    parameter real i_scale_{k} = {_lit(a)};  // A" for k, a in enumerate(i_scale)]
     if kind != "memristor":

@@ -271,11 +271,27 @@ class ContinuousStudent(SequenceModel):
         x1 - x - h (theta F(x1, u1) + (1 - theta) F(x, u0)) = 0 with theta = 1/2 (trapezoidal) or 1."""
         return self.integrate(x, torch.stack([u0, u1], 1), h[:, None], backward_euler[:, None])[:, 0]
 
+    def initial_state(self, u0: Tensor) -> Tensor:
+        """The states (B, N) a run starts from at its first input u0 (B, n_in). MOSFET/BJT (STEADY_START_KINDS): the
+        steady state x* = g(x*, u0), the operating point their SPICE ground truth starts from (and the exported
+        module's transient solves); from x = 0 they made a start-up transient at their fastest time constants that
+        SPICE's first, not error-controlled step resolved poorly. Computed as one backward-Euler step from 0 at the
+        constant input u0 of STEADY_START_STEP x the largest tau: it solves x - 0 = (h / tau) (g(x, u0) - x), so
+        |x - g(x, u0)| = |x| tau / h <= 1e-12 |x|, with the step's exact (implicit-function) gradients. Memristor and
+        generic students: 0 (a memristor's drive vanishes at V = 0, where its truth starts)."""
+        x = u0.new_zeros(u0.shape[0], self.n_states)
+        if self.cfg.physics.kind not in STEADY_START_KINDS:
+            return x
+        ones = u0.new_ones(u0.shape[0])
+        h = STEADY_START_STEP * self.tau_per_state().detach().max().to(u0.dtype) * ones
+        return self.step(x, u0, u0, h, ones)
+
     def forward(self, u: Tensor, dt: Tensor, state=None, backward_euler: Tensor | None = None) -> ModelOutput:
-        """u (B, T, n_in), dt (B, T) s (dt[:, t] is the step from t-1 to t); state = (x, u_prev, q_prev, i_q_prev)."""
+        """u (B, T, n_in), dt (B, T) s (dt[:, t] is the step from t-1 to t); state = (x, u_prev, q_prev, i_q_prev).
+        Without a state the run starts at `initial_state(u[:, 0])` with no charge current (an operating point)."""
         b, t_len, _ = u.shape
         if state is None:
-            x, u_prev, q_prev, i_q_prev = u.new_zeros(b, self.n_states), u[:, 0], None, None
+            x, u_prev, q_prev, i_q_prev = self.initial_state(u[:, 0]), u[:, 0], None, None
         else:
             x, u_prev, q_prev, i_q_prev = state
         be = backward_euler if backward_euler is not None else u.new_zeros(b, t_len)
@@ -383,6 +399,8 @@ class LowRankStudent(ContinuousStudent):
         return (mem @ self.q) / torch.sqrt((n @ self.q)[..., None] ** 2 + 1.0)
 
 
+STEADY_START_KINDS = ("mosfet", "bjt")  # students whose runs start at the steady state (`initial_state`)
+STEADY_START_STEP = 1e12  # x the largest time constant: the backward-Euler step that gives the steady state
 LIPSCHITZ_MAX = 0.95  # bound on |dg/dx|_2 of the clustered student's drive (see drive_weights)
 NEWTON_TOL = 1e-13  # absolute, on the state update (states are O(1)); the step is solved in float64
 NEWTON_MAX_ITERATIONS = 50
