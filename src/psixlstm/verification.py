@@ -347,6 +347,19 @@ def _replay_and_realistic(
     return entries, runs, realistic
 
 
+def _against_reference(report: dict, runs: dict, t_ref: np.ndarray, y_ref: np.ndarray, scale: float) -> None:
+    """Per simulator of `runs` (from `_replay_and_realistic`), the realistic-use run and the reltol 1e-6 run against
+    the converged reference (t_ref, y_ref) at their own points: NRMSE (RMS error / `scale`) and max |error| /
+    max |reference|, written into report[sim]."""
+    for sim, sim_runs in runs.items():
+        t, i_sp = sim_runs["realistic"]
+        y = _at(t_ref, y_ref, t)
+        report[sim]["adaptive_nrmse"] = _nrmse(i_sp, y, scale)
+        report[sim]["adaptive_max_rel_err"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y_ref)))
+        t6, i6 = sim_runs["reltol_1e-6"]
+        report[sim]["reltol_1e-6_nrmse"] = _nrmse(i6, _at(t_ref, y_ref, t6), scale)
+
+
 def verify_memristor_student(
     student: ContinuousStudent,
     v_scale: float,
@@ -417,13 +430,9 @@ def verify_memristor_student(
     }
     report["pytorch_vs_truth"] = regression_metrics(y_ds_ref, _at(t_ref, truth, grid))
     report["realistic_target_nrmse"] = REALISTIC_TARGET_NRMSE
+    _against_reference(report, runs, t_ref, y_ref, scale)
     for sim, sim_runs in runs.items():
         t, i_sp = sim_runs["realistic"]
-        y = _at(t_ref, y_ref, t)
-        report[sim]["adaptive_nrmse"] = _nrmse(i_sp, y, scale)
-        report[sim]["adaptive_max_rel_err"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y_ref)))
-        t6, i6 = sim_runs["reltol_1e-6"]
-        report[sim]["reltol_1e-6_nrmse"] = _nrmse(i6, _at(t_ref, y_ref, t6), scale)
         report[sim]["spice_vs_truth"] = regression_metrics(i_sp, _at(t_ref, truth, t))
     return report
 
@@ -517,13 +526,7 @@ def verify_data_student(
     if i_a is not None:
         report["pytorch_vs_data"] = regression_metrics(y_ds, np.asarray(i_a, float).reshape(-1)[:n])
     report["realistic_target_nrmse"] = REALISTIC_TARGET_NRMSE
-    for sim, sim_runs in runs.items():
-        t, i_sp = sim_runs["realistic"]
-        y = _at(t_ref, y_ref, t)
-        report[sim]["adaptive_nrmse"] = _nrmse(i_sp, y, scale)
-        report[sim]["adaptive_max_rel_err"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y_ref)))
-        t6, i6 = sim_runs["reltol_1e-6"]
-        report[sim]["reltol_1e-6_nrmse"] = _nrmse(i6, _at(t_ref, y_ref, t6), scale)
+    _against_reference(report, runs, t_ref, y_ref, scale)
     return report
 
 
