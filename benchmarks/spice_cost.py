@@ -79,14 +79,7 @@ def load_model(model_dir: Path) -> dict:
     """An export directory as a benchmark entry: device, testbench, weights."""
     meta = json.loads((model_dir / "model.json").read_text())
     device = _device_of(meta)
-    bench = Testbench(
-        model_dir / meta["osdi"],
-        meta["module"],
-        tuple(meta["state_nodes"]),
-        tuple(meta["driven"]),
-        meta["reference"],
-        tuple(meta["ports"]),
-    )
+    bench = Testbench.of_export(model_dir, meta)
     params, kind = None, None
     student_dir = Path(meta.get("student_dir", ""))
     if (student_dir / "student.json").exists():

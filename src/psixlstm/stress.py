@@ -323,14 +323,7 @@ def spice_model(export_dir: str | Path, name: str | None = None, pytorch_name: s
         raise FileNotFoundError(f"{d} holds no exported model (model.json missing); run psi-xlstm export")
     meta = json.loads((d / "model.json").read_text())
     student, scales, _ = load_student(meta["student_dir"])
-    bench = Testbench(
-        d / meta["osdi"],
-        meta["module"],
-        tuple(meta["state_nodes"]),
-        tuple(meta["driven"]),
-        meta["reference"],
-        tuple(meta["ports"]),
-    )
+    bench = Testbench.of_export(d, meta)
     label = name or meta["module"]
     return SpiceModel(label, student, scales, bench, pytorch_name or f"{label} (pytorch)")
 

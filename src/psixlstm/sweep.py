@@ -28,23 +28,14 @@ from pathlib import Path
 
 from .artifacts import write_json
 from .data.dataset import atomic_write_bytes
-from .pipeline import REPLAY_KEY, RunConfig, _fingerprint, _mean_std, run_pipeline
+from .pipeline import REPLAY_KEY, RUN_CONFIG_TYPES, RunConfig, _fingerprint, _mean_std, run_pipeline
 from .report import STYLE, _num, _row
 
 # one thread per task for every library that would start a pool of its own (torch is set by run_pipeline; ngspice
 # runs with num_threads=1); set in the Ray worker's environment before it imports anything
 THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
 DEFAULTS = {f.name: f.default for f in fields(RunConfig) if f.name != "seeds"}  # the grid's keys
-# RunConfig's field types as a grid gives them: in words, the check of a TOML value, the conversion for RunConfig
-FIELD_TYPES = {
-    "str": ("a string", lambda v: isinstance(v, str), str),
-    "int": ("an integer", lambda v: type(v) is int, int),  # exactly: TOML's true is no integer here
-    "bool": ("true or false", lambda v: type(v) is bool, bool),
-    "float": ("a number", lambda v: type(v) in (int, float), float),
-    "float | None": ("a number", lambda v: type(v) in (int, float), float),
-    "tuple[str, ...]": ("a list of strings", lambda v: isinstance(v, list) and all(type(s) is str for s in v), tuple),
-}
-TYPES = {f.name: FIELD_TYPES[f.type] for f in fields(RunConfig) if f.name in DEFAULTS}
+TYPES = {f.name: RUN_CONFIG_TYPES[f.type] for f in fields(RunConfig) if f.name in DEFAULTS}
 SIMULATORS = tuple(REPLAY_KEY)
 # the table's columns: a path into a cell's metrics.json; a list there (one value per terminal or per time
 # constant) counts by its largest entry, the worst case

@@ -249,6 +249,18 @@ class Testbench:
         driven, reference, ports = TERMINALS[device]
         return cls(osdi_path, module, tuple(state_nodes), driven, reference, ports)
 
+    @classmethod
+    def of_export(cls, model_dir: str | Path, meta: dict) -> Testbench:
+        """The testbench of an export directory, wired as its model.json (`meta`) says."""
+        return cls(
+            Path(model_dir) / meta["osdi"],
+            meta["module"],
+            tuple(meta["state_nodes"]),
+            tuple(meta["driven"]),
+            meta["reference"],
+            tuple(meta["ports"]),
+        )
+
     def circuit(self, waveforms=None, dc_v=None):
         """The circuit with one transient waveform per driven terminal, or DC sources (V, one per driven terminal;
         default 0)."""
