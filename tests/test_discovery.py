@@ -7,7 +7,15 @@ import pytest
 
 from psixlstm.config import TeacherPreset
 from psixlstm.data.generate import DataPreset, make_dataset
-from psixlstm.discovery import Discovery, discover, fit_exponentials, kmeans_1d, match_taus, silhouette
+from psixlstm.discovery import (
+    Discovery,
+    discover,
+    fit_exponentials,
+    fit_free_exponentials,
+    kmeans_1d,
+    match_taus,
+    silhouette,
+)
 from psixlstm.fitting import train_teacher
 from psixlstm.training import TrainConfig
 
@@ -39,6 +47,17 @@ def test_fit_exponentials_keeps_taus_apart_on_a_response_that_is_not_exponential
     taus = np.array(fit["tau_s"])
     assert np.all(taus[1:] / taus[:-1] >= 1.5 * (1 - 1e-9))
     assert max(abs(a) for a in fit["amplitudes"]) < 10  # unconstrained: +-43
+    assert any(fit["at_ratio_bound"])
+    free = fit_free_exponentials(t, y, 3)
+    assert len(free["tau_s"]) < 3 and not any(free["at_ratio_bound"])
+
+
+def test_fit_free_exponentials_keeps_a_fit_that_the_bound_does_not_touch():
+    t = np.linspace(0, 40e-3, 800)
+    y = np.exp(-t / 0.5e-3) + 0.5 * np.exp(-t / 5e-3)
+    fit = fit_free_exponentials(t, y, 2)
+    np.testing.assert_allclose(fit["tau_s"], [0.5e-3, 5e-3], rtol=1e-3)
+    assert fit["at_ratio_bound"] == [False]
 
 
 def test_match_taus_is_one_to_one_when_possible():
@@ -58,6 +77,7 @@ def test_discover_on_a_tiny_teacher(tmp_path):
     assert all(1e-9 < t < 10 for t in d.unit_tau_median_s)  # seconds
     assert d.tau_source in ("probe", "gates") and all(t > 0 for t in d.tau_s)
     assert {"gates", "probe_teacher", "probe_truth"} <= set(d.tau_match)
+    assert not any(d.probe["teacher_free"]["at_ratio_bound"])
     for name in ("q", "k", "v", "o"):
         rep = d.svd["projections"][name]
         assert 1 <= rep["rank"] <= 8 and rep["energy"][-1] == pytest.approx(1.0)

@@ -109,7 +109,7 @@ def _teacher_data(args: argparse.Namespace):
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:
-    from .discovery import discover
+    from .discovery import MIN_TAU_RATIO, discover
     from .fitting import load_teacher
     from .plots import plot_singular_values, plot_time_constants
 
@@ -122,6 +122,9 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     plot_singular_values(d, out / "singular_values.png")
     print(f"gate clusters (K={d.k}): " + ", ".join(f"{t * 1e3:.4g} ms" for t in d.gate_cluster_tau_s))
     print("probe fit (teacher): " + ", ".join(f"{t * 1e3:.4g} ms" for t in d.probe["teacher"]["tau_s"]))
+    if any(d.probe["teacher"]["at_ratio_bound"]):
+        free = ", ".join(f"{t * 1e3:.4g} ms" for t in d.probe["teacher_free"]["tau_s"])
+        print(f"  adjacent taus sit on the {MIN_TAU_RATIO}x ratio bound; without it: {free} (scored against the truth)")
     for source, rows in d.tau_match.items():
         print(
             f"vs true taus ({source}): "
