@@ -386,3 +386,24 @@ def test_verify_terminal_student_end_to_end(tmp_path):
     assert len(report["reference"]["nrmse_of_4x_coarser_grid"]) == 2
     assert 0 < report["ngspice"]["cost"]["cost_ratio_vs_reference"] < 100
     assert len(report["pytorch_vs_truth"]) == 2
+
+
+def test_nrmse_over_time_does_not_depend_on_where_the_simulator_puts_its_points():
+    """An error around an edge, sampled by a coarse run and by one that steps 50x denser around it: over time
+    both score the same; per point the denser run scores about 5x worse."""
+    from psixlstm.verification import _nrmse, _nrmse_over_time, _std_over_time
+
+    def error(t):
+        return np.exp(-np.abs(t - 0.5) / 0.01)
+
+    coarse = np.linspace(0.0, 1.0, 1001)
+    dense = np.unique(np.concatenate([coarse, np.linspace(0.45, 0.55, 5001)]))
+    ref = {t.size: np.sin(2 * np.pi * t) for t in (coarse, dense)}
+    over_time = [
+        _nrmse_over_time(t, ref[t.size] + 1e-3 * error(t), ref[t.size], _std_over_time(t, ref[t.size]))
+        for t in (coarse, dense)
+    ]
+    per_point = [_nrmse(ref[t.size] + 1e-3 * error(t), ref[t.size], np.std(ref[t.size])) for t in (coarse, dense)]
+    assert over_time[1] == pytest.approx(1e-3 * np.sqrt(0.01) / np.sqrt(0.5), rel=0.02)  # the integral
+    assert over_time[0] == pytest.approx(over_time[1], rel=0.1)  # the coarse run's trapezoid error
+    assert per_point[1] > 4 * per_point[0]

@@ -201,9 +201,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for sim in sims:
         entry = report[sim]
         print(f"{sim}: " + ", ".join(f"{k} {_sci(v)}" for k, v in entry.items() if k.startswith("replay_max")))
-        print(f"{sim}: realistic use (reltol 1e-4) NRMSE {_sci(entry['adaptive_nrmse'])} vs the converged student")
+        print(
+            f"{sim}: realistic use (reltol 1e-4) NRMSE over time {_sci(entry['adaptive_nrmse'])} "
+            f"(per point {_sci(entry['adaptive_nrmse_per_point'])}) vs the converged student"
+        )
         if "native_adaptive_nrmse" in entry:
-            print(f"{sim}: the native device at the same settings: NRMSE {_sci(entry['native_adaptive_nrmse'])}")
+            print(
+                f"{sim}: the native device at the same settings: NRMSE over time "
+                f"{_sci(entry['native_adaptive_nrmse'])} (per point {_sci(entry['native_adaptive_nrmse_per_point'])})"
+            )
         if "robustness" in report:
             rob = report["robustness"][sim]
             print(
