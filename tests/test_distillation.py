@@ -44,10 +44,10 @@ def test_rrad_terms_are_finite_and_vanish_for_a_perfect_student():
         {"y_teacher": y, "h_teacher": h_teacher},
     )
     perfect = loss(ModelOutput(y=y, state=None, hidden=x), chunk)
-    assert set(perfect) == {"output", "hidden", "derivative", "relation"}
-    for name in ("output", "hidden", "derivative"):
+    assert set(perfect) == {"output", "hidden", "derivative", "hidden_derivative", "relation"}
+    for name in ("output", "hidden", "derivative", "hidden_derivative"):
         assert float(perfect[name].detach()) < 1e-10, name
-    wrong = loss(ModelOutput(y=y + 1.0, state=None, hidden=torch.randn(b, t, 4)), chunk)
+    wrong = loss(ModelOutput(y=y + torch.randn(b, t, 1), state=None, hidden=torch.randn(b, t, 4)), chunk)
     for name, value in wrong.items():
         assert torch.isfinite(value) and float(value.detach()) > 1e-3, name
 
@@ -62,7 +62,8 @@ def test_derivative_term_keeps_its_scale_on_a_quiet_chunk():
     chunk = Batch(torch.zeros(b, t, 1), y_t, torch.ones(b, t), torch.ones(b, t), torch.zeros(b, t))
     chunk.extras = {"y_teacher": y_t, "h_teacher": h_t}
     wiggle = ModelOutput(y=y_t + 1e-3 * torch.randn(b, t, 1), state=None, hidden=1e-3 * torch.randn(b, t, 4))
-    assert float(loss(wiggle, chunk)["derivative"].detach()) < 1.0
+    terms = loss(wiggle, chunk)
+    assert float(terms["derivative"].detach()) < 1.0 and float(terms["hidden_derivative"].detach()) < 1.0
 
 
 @pytest.mark.parametrize("kind", ["clustered", "lowrank"])
@@ -72,8 +73,8 @@ def test_distill_writes_a_compressed_student(setup, tmp_path, kind):
     m = run.metrics
     assert m["compression"] >= 0.84 and m["params"] == run.model.n_params and m["states"] == run.model.n_states
     history = m["training"]["history"][0]
-    for term in ("train_mse", "train_output", "train_hidden", "train_derivative", "train_relation"):
-        assert np.isfinite(history[term]), term
+    for term in ("mse", "output", "hidden", "derivative", "hidden_derivative", "relation"):
+        assert np.isfinite(history[f"train_{term}"]), term
     assert np.isfinite(m["test_vs_teacher"]["nrmse"]) and np.isfinite(m["test"]["vs_clean"]["r2"])
     student, scales, _ = load_student(tmp_path)
     a = predict(run.model, ds.subset("test"), ds.scales)[0]
@@ -90,6 +91,7 @@ def test_ablation_table_has_every_variant(setup, tmp_path):
         "without_output",
         "with_hidden",  # off in the presets: the ablation switches it on
         "without_derivative",
+        "with_hidden_derivative",
         "without_relation",
         "output_only",
     }
