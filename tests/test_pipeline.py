@@ -104,7 +104,9 @@ def test_quick_run_metrics_carry_every_key_with_real_values(quick_run):
     stages = ("data", "seed0/teacher", "seed0/discovery", "seed0/clustered", "seed0/lowrank", "veriloga_clustered")
     for stage in (*stages, "spice", "spice_waveform", "stress", "report", "total"):
         assert _real(timing[f"{stage}_s"]) and timing[f"{stage}_s"] >= 0, stage
-    assert timing["total_s"] >= sum(v for k, v in timing.items() if k != "total_s") * 0.99
+    students = [timing[f"seed0/{kind}_s"] for kind in ("clustered", "lowrank")]  # trained side by side
+    serial = sum(v for k, v in timing.items() if k != "total_s") - sum(students) + max(students)
+    assert timing["total_s"] >= serial * 0.99
     assert metrics["version"] and metrics["config"]["device"] == "memristor" and metrics["config"]["preset"] == "quick"
     assert "characterize" not in metrics  # MOSFET and BJT only
 

@@ -15,8 +15,11 @@ seed (`RunConfig.seed`, 0 unless a sweep cell asks for another).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -308,8 +311,7 @@ class Stages:
 
     def run(self, name: str, inputs: dict, fn: Callable[[Path], dict], after: tuple[str, ...] = ()) -> dict:
         """Run `fn(stage_dir) -> summary` unless the stage is up to date; returns the summary."""
-        inputs = {**inputs, "after": {a: self.fingerprints[a] for a in after}}
-        fp = _fingerprint(inputs)
+        inputs, fp = self._keyed(inputs, after)
         d = self.out / name
         manifest = d / "stage.json"
         if manifest.exists():
@@ -327,6 +329,42 @@ class Stages:
         write_json(manifest, {"fingerprint": fp, "inputs": inputs, "seconds": seconds, "summary": summary})
         self.fingerprints[name], self.timing[name], self.ran[name] = fp, seconds, True
         return summary
+
+    def run_side_by_side(self, specs: list[tuple[str, dict, Callable[[Path], dict], tuple[str, ...]]]) -> list[dict]:
+        """`run` for each (name, inputs, fn, after), the stages that are not up to date at once in forked processes
+        (one per core; the first in this one), so that single-threaded stages (each student's training) share the
+        cores instead of queueing. A forked stage's summary is read back from its manifest; one that fails raises."""
+        pending = [spec for spec in specs if not self._up_to_date(*spec[:2], spec[3])]
+        if len(pending) < 2 or (os.cpu_count() or 1) < 2:
+            return [self.run(*spec) for spec in specs]
+        ctx = multiprocessing.get_context("fork")  # no re-import of torch; the closures need no pickling
+        children = [ctx.Process(target=self._run_quietly, args=spec, daemon=False) for spec in pending[1:]]
+        for child in children:
+            child.start()
+        try:
+            self.run(*pending[0])
+        finally:
+            for child in children:
+                child.join()
+        for child, spec in zip(children, pending[1:], strict=True):
+            if child.exitcode != 0:
+                raise RuntimeError(f"stage {spec[0]} failed in its process (exit code {child.exitcode}); see above")
+        summaries = [self.run(*spec) for spec in specs]  # the forked ones are up to date now
+        for spec in pending[1:]:
+            self.ran[spec[0]] = True
+        return summaries
+
+    def _keyed(self, inputs: dict, after: tuple[str, ...]) -> tuple[dict, str]:
+        """A stage's inputs with the fingerprints of the stages it comes after, and their fingerprint."""
+        inputs = {**inputs, "after": {a: self.fingerprints[a] for a in after}}
+        return inputs, _fingerprint(inputs)
+
+    def _up_to_date(self, name: str, inputs: dict, after: tuple[str, ...]) -> bool:
+        manifest = self.out / name / "stage.json"
+        return manifest.exists() and json.loads(manifest.read_text())["fingerprint"] == self._keyed(inputs, after)[1]
+
+    def _run_quietly(self, name: str, inputs: dict, fn: Callable[[Path], dict], after: tuple[str, ...]) -> None:
+        self.run(name, inputs, fn, after)
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -396,15 +434,25 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
         )
         disc = Discovery.load(out / tag / "discovery")
         models = {"teacher": (teacher, teacher_metrics)}
+
+        def student_stage(d: Path, kind: str, teacher=teacher, disc=disc, seed: int = seed) -> dict:
+            # the first student shows its progress bar; the others train at the same time in their own processes
+            bar = progress and kind == STUDENT_KINDS[0]
+            run = distill(teacher, dataset, disc, kind, distill_p, d, seed=seed, progress=bar)
+            return {"nrmse": run.metrics["test"]["vs_clean"]["nrmse"]}
+
+        stages.run_side_by_side(
+            [
+                (
+                    f"{tag}/{kind}",
+                    {"preset": asdict(distill_p), "seed": seed},
+                    functools.partial(student_stage, kind=kind),
+                    (f"{tag}/discovery",),
+                )
+                for kind in STUDENT_KINDS
+            ]
+        )
         for kind in STUDENT_KINDS:
-
-            def student_stage(d: Path, teacher=teacher, disc=disc, kind: str = kind, seed: int = seed) -> dict:
-                run = distill(teacher, dataset, disc, kind, distill_p, d, seed=seed, progress=progress)
-                return {"nrmse": run.metrics["test"]["vs_clean"]["nrmse"]}
-
-            stages.run(
-                f"{tag}/{kind}", {"preset": asdict(distill_p), "seed": seed}, student_stage, after=(f"{tag}/discovery",)
-            )
             student, _, m = load_student(out / tag / kind)
             models[f"student_{kind}"] = (student, m)
         n_in = len(dataset.input_names)
