@@ -97,3 +97,11 @@ def test_ablation_table_has_every_variant(setup, tmp_path):
     }
     assert table["output_only"]["weights"]["data"] == 0.0
     assert table["with_hidden"]["weights"]["hidden"] == 0.3 and table["full"]["weights"]["hidden"] == 0.0
+
+
+def test_rrad_weights_apply_the_device_overrides():
+    from psixlstm.distillation import DISTILL_PRESETS, rrad_weights
+
+    p = DISTILL_PRESETS["default"]
+    assert rrad_weights(p, "memristor") == p.weights
+    assert rrad_weights(p, "bjt")["derivative"] == 0.0 and p.weights["derivative"] > 0
