@@ -38,7 +38,10 @@ REFERENCE_POINTS_PER_PERIOD = 100  # converged reference: steps per period of an
 REFERENCE_CHECK_FACTOR = 4  # the reference is checked against one on a grid this much coarser
 REFERENCE_STEPS_PER_TAU = 4  # converged reference: steps per fastest time constant (trapezoidal error < 1 %/step)
 REFERENCE_DUDT_STEP = 1e-4  # x the reference's finest step: left difference for du/dt
-REFERENCE_MERGE_REL = 1e-9  # x t_stop: reference points closer than this are one point (rounding of breakpoints)
+# x t_stop: reference points closer than this are one point (a breakpoint as simulators round it, 1-2 ulp apart). At
+# 1e-9 a VACASK step of 5 ps before the end of a 1 ns ramp (tran_fbr 0.01) merged into the corner of a 6 ms run and
+# gave it the current of the ramp (2.7 % of the range off)
+REFERENCE_MERGE_REL = 1e-12
 ROBUSTNESS_KINDS = ("program", "program_2x", "pulse_1ns", "pwl_1ns", "impulses", "burst", "prbs", "dc_bias")
 # durations of the robustness cases relative to the memristor's (1 ms runs); MOSFET/BJT: 10 us runs
 ROBUSTNESS_TIME_SCALE = {"memristor": 1.0, "mosfet": 1e-2, "bjt": 1e-2}
