@@ -159,6 +159,18 @@ def test_the_truth_against_itself_has_no_error_and_recovers_at_once():
     assert report["cases"][0]["peak_abs_v_rel"] == pytest.approx(2.0)
 
 
+def test_cases_on_worker_processes_give_the_serial_report():
+    plan = _small_plan(signs=(1.0, -1.0))
+    truth = truth_responder("memristor")
+    shifted = Responder("shifted", lambda stims, t_stop, t: 1.1 * truth.currents(stims, t_stop, t), True)
+    serial, _ = stress_report(plan, SCALES, [shifted], truth)
+    forked, waves = stress_report(plan, SCALES, [shifted], truth, workers=2)
+    assert len(forked["cases"]) == 2 and len(waves["cases"]) == 2
+    for a, b in zip(serial["cases"], forked["cases"], strict=True):
+        assert {k: v for k, v in a.items() if k != "wall_s"} == {k: v for k, v in b.items() if k != "wall_s"}
+    assert serial["summary"] == forked["summary"]
+
+
 @requires_spice
 def test_spice_stress_agrees_with_the_pytorch_student(stressed):
     """The exported student's SPICE run of the disturbance matches the student replayed on SPICE's grid to the

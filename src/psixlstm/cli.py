@@ -345,7 +345,16 @@ def _cmd_stress(args: argparse.Namespace) -> int:
     )
     sims = () if args.simulator == "none" else _simulators(args)
     report = run_stress(
-        teacher, students, ds, args.model, sims, args.out, plan, not args.quiet, band_floor_rel=args.band_floor
+        teacher,
+        students,
+        ds,
+        args.model,
+        sims,
+        args.out,
+        plan,
+        not args.quiet,
+        band_floor_rel=args.band_floor,
+        workers=args.workers,
     )
     for name, row in report["summary"].items():
         rec = row["worst_recovery_time_s"]
@@ -676,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="floor of the recovery band as a fraction of the current range (default 0.01; the band is the larger "
         "of it and 2x the model's undisturbed error envelope)",
     )
+    p.add_argument("--workers", type=int, default=1, help="cases in parallel processes (results are identical)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_stress)

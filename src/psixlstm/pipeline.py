@@ -608,7 +608,8 @@ def stress_stage(first: Path, dataset, export_dir: Path, simulators, sb: StressB
     scales = dataset.scales or dataset.compute_scales()
     widths = tuple(DEVICE_STRESS[dataset.device].widths_s[i] for i in sb.widths)
     plan = stress_plan(dataset.device, scales.input_scale_v, amplitudes=sb.amplitudes, widths_s=widths, signs=sb.signs)
-    report = run_stress(teacher, students, dataset, export_dir, simulators, d, plan, progress=progress)
+    workers = os.cpu_count() or 1
+    report = run_stress(teacher, students, dataset, export_dir, simulators, d, plan, progress=progress, workers=workers)
     return stress_summary(report)
 
 

@@ -25,6 +25,7 @@ training data per output (`Scales.output_scale_a`).
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -507,6 +508,7 @@ def stress_report(
     reltol: float = REALISTIC_RELTOL,
     progress: bool = False,
     band_floor_rel: float = BAND_FLOOR_REL,
+    workers: int = 1,
 ) -> tuple[dict, dict]:
     """Run every disturbance of `plan` through the truth, the PyTorch `responders` and (if given) the exported
     student in each simulator (reltol `reltol`, max step from the stimulus bandwidth), and compare.
@@ -516,7 +518,7 @@ def stress_report(
     truth, `replay_max_rel_err` (max |I_spice - I_replay| / max |I_replay| per output, the student replayed on
     SPICE's accepted grid with its rule, as `verify` does) and `vs_converged_max_rel_err` (against the converged
     student), and a summary per model (worst peak error, worst recovery time, cases recovered). waves: the
-    data-like-grid waveforms of every case for `plot_stress`."""
+    data-like-grid waveforms of every case for `plot_stress`. workers: processes the cases run on (forked)."""
     from tqdm import tqdm
 
     names = [r.name for r in responders]
@@ -570,67 +572,112 @@ def stress_report(
         report["undisturbed"][f"spice_{sim}"] = {"status": r["status"]} | (
             {"accepted_points": int(r["t"].size)} if r["status"] == "ok" else {"message": r["message"]}
         )
-    bar = tqdm(
-        list(zip(plan.disturbances, cases_stims, grids, strict=True)),
-        desc="stress",
-        disable=not progress,
-        unit="case",
-    )
-    for dist, stims, grid in bar:
-        t0 = time.perf_counter()
-        runs = {sim: _spice_run(spice.bench, stims, plan.t_stop_s, reltol, sim) for sim in sims} if spice else {}
-        extra = [r["t"] for r in runs.values() if r["status"] == "ok"]
-        disturbed = _evaluate(plan, stims, grid, extra, [truth, *responders])
-        t_td, y_td = disturbed["truth"]
-        truth_d_g, truth_u_g = _at(t_td, y_td, grid), _at(t_tu, y_tu, grid)
-        v_grid = np.stack([s.sample(grid) for s in stims], 1)
-        case: dict = {
-            "disturbance": dist.to_dict(),
-            "label": dist.label(),
-            "peak_abs_v": float(np.max(np.abs(v_grid[:, dist.terminal]))),
-            "peak_abs_v_rel": float(np.max(np.abs(v_grid[:, dist.terminal])) / plan.v_scale_v[dist.terminal]),
-            "truth_peak_current_rel": (np.abs(truth_d_g).max(axis=0) / i_range).tolist(),
-            "models": {},
-            "spice": {},
-        }
-        wave = {"t": grid, "v": v_grid, "truth": truth_d_g, "models": {}, "spice": {}, "dist": dist}
-        for r in responders:
-            t_m, y_m = disturbed[r.name]
-            y_d = _at(t_m, y_m, grid)
-            if r.converged:
-                y_u = _at(*undisturbed[r.name], grid)
-            else:
-                y_u = np.asarray(r.currents(base, plan.t_stop_s, grid), float).reshape(grid.size, -1)
-            err_u = y_u - truth_u_g
-            metrics = error_metrics(grid, y_d - truth_d_g, grid, err_u, dist, i_range, plan.t_stop_s, window, floor)
-            metrics["perturbation"] = perturbation_metrics(grid, y_d, y_u, truth_d_g, truth_u_g, dist, i_range, floor)
-            case["models"][r.name] = metrics
-            wave["models"][r.name] = y_d
-        for sim, run in runs.items():
-            ref = spice_u[sim]
-            if run["status"] != "ok" or ref["status"] != "ok":
-                bad = run if run["status"] != "ok" else ref
-                case["spice"][sim] = {"status": bad["status"], "message": bad["message"]}
-                continue
-            t_sp, i_sp, v_sp = run["t"], run["i"], run["v"]
-            tr_d = _at(t_td, y_td, t_sp)
-            tr_u = _at(t_tu, y_tu, ref["t"])
-            entry = {"status": "ok", "accepted_points": int(t_sp.size), "wall_s": run["wall_s"]}
-            err_u = ref["i"] - tr_u
-            entry |= error_metrics(t_sp, i_sp - tr_d, ref["t"], err_u, dist, i_range, plan.t_stop_s, window, floor)
-            bps = np.concatenate([s.breakpoints(plan.t_stop_s) for s in stims])
-            y_rep, _ = replay(spice.student, spice.scales.input_scale_v, spice.scales.output_scale_a, t_sp, v_sp, bps)
-            y_conv = _at(*disturbed[spice.pytorch_name], t_sp)
-            entry["replay_max_rel_err"] = _max_rel(i_sp, y_rep)
-            entry["vs_converged_max_rel_err"] = _max_rel(i_sp, y_conv)
-            case["spice"][sim] = entry
-            wave["spice"][sim] = (t_sp, i_sp, i_sp - tr_d)
-        case["wall_s"] = time.perf_counter() - t0
+    context = _CaseContext(plan, responders, truth, spice, sims, reltol, i_range, window, floor, undisturbed, spice_u)
+    jobs = list(zip(plan.disturbances, cases_stims, grids, strict=True))
+    for case, wave in tqdm(
+        _cases(context, jobs, workers), total=len(jobs), desc="stress", disable=not progress, unit="case"
+    ):
         report["cases"].append(case)
         waves["cases"].append(wave)
     report["summary"] = _summary(report)
     report["wall_s"] = time.perf_counter() - start
     return report, waves
+
+
+@dataclasses.dataclass
+class _CaseContext:
+    """What every stress case reads: the plan, the models, and the undisturbed runs."""
+
+    plan: StressPlan
+    responders: Sequence[Responder]
+    truth: Responder
+    spice: SpiceModel | None
+    sims: tuple[str, ...]
+    reltol: float
+    i_range: np.ndarray
+    window: float
+    floor: float
+    undisturbed: dict  # name -> (t, currents) of the truth and the converged responders
+    spice_u: dict  # simulator -> the undisturbed SPICE run
+
+
+_CONTEXT: _CaseContext | None = None  # a forked worker's copy of the context (closures do not pickle)
+
+
+def _case_in_worker(job) -> tuple[dict, dict]:
+    return _case(_CONTEXT, *job)
+
+
+def _cases(context: _CaseContext, jobs: list, workers: int):
+    """(case, wave) of every job (disturbance, stimuli, grid), in order: here, or on `workers` forked processes."""
+    global _CONTEXT
+    if workers <= 1 or len(jobs) < 2:
+        yield from (_case(context, *job) for job in jobs)
+        return
+    _CONTEXT = context
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            yield from pool.imap(_case_in_worker, jobs)
+    finally:
+        _CONTEXT = None
+
+
+def _case(ctx: _CaseContext, dist, stims, grid) -> tuple[dict, dict]:
+    """One disturbance through the truth, every responder and the export in every simulator: its report entry and
+    its waveforms."""
+    plan, spice, i_range, window, floor = ctx.plan, ctx.spice, ctx.i_range, ctx.window, ctx.floor
+    t_tu, y_tu = ctx.undisturbed["truth"]
+    base = list(plan.base)
+    t0 = time.perf_counter()
+    runs = {sim: _spice_run(spice.bench, stims, plan.t_stop_s, ctx.reltol, sim) for sim in ctx.sims} if spice else {}
+    extra = [r["t"] for r in runs.values() if r["status"] == "ok"]
+    disturbed = _evaluate(plan, stims, grid, extra, [ctx.truth, *ctx.responders])
+    t_td, y_td = disturbed["truth"]
+    truth_d_g, truth_u_g = _at(t_td, y_td, grid), _at(t_tu, y_tu, grid)
+    v_grid = np.stack([s.sample(grid) for s in stims], 1)
+    case: dict = {
+        "disturbance": dist.to_dict(),
+        "label": dist.label(),
+        "peak_abs_v": float(np.max(np.abs(v_grid[:, dist.terminal]))),
+        "peak_abs_v_rel": float(np.max(np.abs(v_grid[:, dist.terminal])) / plan.v_scale_v[dist.terminal]),
+        "truth_peak_current_rel": (np.abs(truth_d_g).max(axis=0) / i_range).tolist(),
+        "models": {},
+        "spice": {},
+    }
+    wave = {"t": grid, "v": v_grid, "truth": truth_d_g, "models": {}, "spice": {}, "dist": dist}
+    for r in ctx.responders:
+        t_m, y_m = disturbed[r.name]
+        y_d = _at(t_m, y_m, grid)
+        if r.converged:
+            y_u = _at(*ctx.undisturbed[r.name], grid)
+        else:
+            y_u = np.asarray(r.currents(base, plan.t_stop_s, grid), float).reshape(grid.size, -1)
+        err_u = y_u - truth_u_g
+        metrics = error_metrics(grid, y_d - truth_d_g, grid, err_u, dist, i_range, plan.t_stop_s, window, floor)
+        metrics["perturbation"] = perturbation_metrics(grid, y_d, y_u, truth_d_g, truth_u_g, dist, i_range, floor)
+        case["models"][r.name] = metrics
+        wave["models"][r.name] = y_d
+    for sim, run in runs.items():
+        ref = ctx.spice_u[sim]
+        if run["status"] != "ok" or ref["status"] != "ok":
+            bad = run if run["status"] != "ok" else ref
+            case["spice"][sim] = {"status": bad["status"], "message": bad["message"]}
+            continue
+        t_sp, i_sp, v_sp = run["t"], run["i"], run["v"]
+        tr_d = _at(t_td, y_td, t_sp)
+        tr_u = _at(t_tu, y_tu, ref["t"])
+        entry = {"status": "ok", "accepted_points": int(t_sp.size), "wall_s": run["wall_s"]}
+        err_u = ref["i"] - tr_u
+        entry |= error_metrics(t_sp, i_sp - tr_d, ref["t"], err_u, dist, i_range, plan.t_stop_s, window, floor)
+        bps = np.concatenate([s.breakpoints(plan.t_stop_s) for s in stims])
+        y_rep, _ = replay(spice.student, spice.scales.input_scale_v, spice.scales.output_scale_a, t_sp, v_sp, bps)
+        y_conv = _at(*disturbed[spice.pytorch_name], t_sp)
+        entry["replay_max_rel_err"] = _max_rel(i_sp, y_rep)
+        entry["vs_converged_max_rel_err"] = _max_rel(i_sp, y_conv)
+        case["spice"][sim] = entry
+        wave["spice"][sim] = (t_sp, i_sp, i_sp - tr_d)
+    case["wall_s"] = time.perf_counter() - t0
+    return case, wave
 
 
 def _max_rel(a: np.ndarray, ref: np.ndarray) -> list[float]:
@@ -762,11 +809,13 @@ def run_stress(
     plan: StressPlan | None = None,
     progress: bool = False,
     band_floor_rel: float = BAND_FLOOR_REL,
+    workers: int = 1,
 ) -> dict:
     """The stress test of a run: the teacher (None to skip), `students` (name -> ContinuousStudent), the dataset
     (its device and scales), the exported student of `export_dir` (None: PyTorch only) in `simulators`; writes
     out_dir/stress.json and out_dir/stress.png and returns the report. plan: default `stress_plan(device,
-    scales.input_scale_v)`; band_floor_rel: the recovery band's floor, a fraction of the current range."""
+    scales.input_scale_v)`; band_floor_rel: the recovery band's floor, a fraction of the current range; workers:
+    processes the cases run on."""
     from .artifacts import write_json
 
     scales = dataset.scales or dataset.compute_scales()
@@ -793,6 +842,7 @@ def run_stress(
         simulators,
         progress=progress,
         band_floor_rel=band_floor_rel,
+        workers=workers,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
