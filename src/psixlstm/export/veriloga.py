@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.students import ClusteredTauStudent, ContinuousStudent, LowRankStudent
+from ..spice.circuit import VACASK_BREAKPOINT_STEP
 
 # driven terminals (in the order of the dataset's inputs and outputs), reference terminal, port order
 TERMINALS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
@@ -312,7 +313,7 @@ def vacask_testbench(model: VerilogAModel, osdi_path: str, stimulus, t_stop_s: f
     lines += [
         f"n1 ({' '.join(circuit_nodes(model.ports, model.reference))}) m_{model.module}",
         "control",
-        '  options reltol=1e-4 tran_method="trap" tran_fbr=0.05',
+        f'  options reltol=1e-4 tran_method="trap" tran_fbr={_lit(VACASK_BREAKPOINT_STEP)}',
         f"  analysis tran1 tran step={_lit(max_step_s)} stop={_lit(t_stop_s)} maxstep={_lit(max_step_s)}",
         "endc",
     ]

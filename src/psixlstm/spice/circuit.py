@@ -92,6 +92,14 @@ class NativeDevice:
 Element = VoltageSource | Resistor | OsdiDevice | NativeDevice
 
 
+# VACASK tran_fbr: the first step after a breakpoint as a fraction of the distance to the next one. VACASK accepts
+# that step without an error check (it has no predictor yet), at any reltol. Its default 0.25 crossed a 0.85 us edge
+# with a 1.2 % local error; 0.05 still left the fast states of a MOSFET student (tau 0.25 ns) a 173 ps unchecked step
+# after the ramp ends, 99 % of its realistic-use drain error (NRMSE 2.0e-3; ngspice 7.7e-4). 0.01: drain 1.3e-4,
+# gate 1.1e-3, at 3x the accepted points (1476 -> 4426)
+VACASK_BREAKPOINT_STEP = 0.01
+
+
 @dataclass(frozen=True)
 class Transient:
     """Transient analysis from 0 to `stop_s`; `max_step_s` bounds the step (None: the simulator's default)."""
@@ -103,12 +111,7 @@ class Transient:
     abstol_a: float = 1e-12
     vntol_v: float = 1e-6
     method: str = "trap"  # "trap", "gear" (ngspice) / "trap", "euler", "gear2" (VACASK)
-    # VACASK tran_fbr: the first step after a breakpoint as a fraction of the distance to the next one. VACASK
-    # accepts that step without an error check (it has no predictor yet), at any reltol. Its default 0.25 crossed a
-    # 0.85 us edge with a 1.2 % local error; 0.05 still left the fast states of a MOSFET student (tau 0.25 ns) a
-    # 173 ps unchecked step after the ramp ends, 99 % of its realistic-use drain error (NRMSE 2.0e-3; ngspice
-    # 7.7e-4). 0.01: drain 1.3e-4, gate 1.1e-3, at 3x the accepted points (1476 -> 4426)
-    vacask_breakpoint_step: float = 0.01
+    vacask_breakpoint_step: float = VACASK_BREAKPOINT_STEP  # VACASK tran_fbr
 
     def __post_init__(self) -> None:
         if not (self.stop_s > 0 and self.step_s > 0):
