@@ -292,8 +292,9 @@ def train_model(
                 if extra_loss is not None:
                     terms.update(extra_loss(out, chunk))
                 all_weights = {**weights, **cfg.loss_weights}
+                # terms at weight 0 are logged, not differentiated (0 x an overflowing term would be NaN)
                 loss = terms["mse"] * all_weights.get("data", 1.0) + sum(
-                    all_weights.get(k, 0.0) * v for k, v in terms.items() if k != "mse"
+                    all_weights[k] * v for k, v in terms.items() if k != "mse" and all_weights.get(k, 0.0) != 0.0
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
