@@ -199,3 +199,27 @@ def test_quick_mosfet_run_characterizes_the_export(tmp_path):
     for plot in ("dc_curves", "gummel_symmetry", "ac_y"):
         assert f'alt="{plot}"' in html, plot
     assert "missing</em>" not in html
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stages_side_by_side_run_each_stage_once_and_report_failures(tmp_path, workers):
+    def stage(d, value):
+        (d / "out.txt").write_text(str(value))
+        return {"value": value, "pid_differs": __import__("os").getpid() != parent}
+
+    parent = __import__("os").getpid()
+    stages = Stages(tmp_path, progress=False, workers=workers)
+    specs = [(f"s{k}", {"k": k}, lambda d, k=k: stage(d, k), ()) for k in range(3)]
+    summaries = stages.run_side_by_side(specs)
+    assert [s["value"] for s in summaries] == [0, 1, 2]
+    assert [s["pid_differs"] for s in summaries] == [False, workers > 1, workers > 1]  # the first runs here
+    assert all(stages.ran[f"s{k}"] for k in range(3))
+    assert stages.run_side_by_side(specs) == summaries and not any(stages.ran.values())  # up to date: skipped
+
+    def failing(d):
+        raise ValueError("broken stage")
+
+    bad = [("ok", {}, lambda d: {"fine": True}, ()), ("bad", {}, failing, ())]
+    with pytest.raises((RuntimeError, ValueError), match="bad|broken"):
+        stages.run_side_by_side(bad)
+    assert not (tmp_path / "bad" / "stage.json").exists()

@@ -304,8 +304,8 @@ def _fingerprint(inputs: dict) -> str:
 class Stages:
     """Runs named stages under one output directory with skip / rerun / resume by input fingerprint."""
 
-    def __init__(self, out: Path, progress: bool) -> None:
-        self.out, self.progress = out, progress
+    def __init__(self, out: Path, progress: bool, workers: int = 1) -> None:
+        self.out, self.progress, self.workers = out, progress, workers
         self.fingerprints: dict[str, str] = {}
         self.timing: dict[str, float] = {}
         self.ran: dict[str, bool] = {}
@@ -333,10 +333,11 @@ class Stages:
 
     def run_side_by_side(self, specs: list[tuple[str, dict, Callable[[Path], dict], tuple[str, ...]]]) -> list[dict]:
         """`run` for each (name, inputs, fn, after), the stages that are not up to date at once in forked processes
-        (one per core; the first in this one), so that single-threaded stages (each student's training) share the
-        cores instead of queueing. A forked stage's summary is read back from its manifest; one that fails raises."""
+        (the first in this one; in turn with `workers` 1), so that single-threaded stages (each student's training)
+        share the cores instead of queueing. A forked stage's summary is read back from its manifest; one that fails
+        raises."""
         pending = [spec for spec in specs if not self._up_to_date(*spec[:2], spec[3])]
-        if len(pending) < 2 or (os.cpu_count() or 1) < 2:
+        if len(pending) < 2 or self.workers < 2:
             return [self.run(*spec) for spec in specs]
         ctx = multiprocessing.get_context("fork")  # no re-import of torch; the closures need no pickling
         children = [ctx.Process(target=self._run_quietly, args=spec, daemon=False) for spec in pending[1:]]
@@ -350,8 +351,8 @@ class Stages:
         for child, spec in zip(children, pending[1:], strict=True):
             if child.exitcode != 0:
                 raise RuntimeError(f"stage {spec[0]} failed in its process (exit code {child.exitcode}); see above")
-        summaries = [self.run(*spec) for spec in specs]  # the forked ones are up to date now
-        for spec in pending[1:]:
+        summaries = [self.run(*spec) for spec in specs]  # all up to date now: read back from their manifests
+        for spec in pending:
             self.ran[spec[0]] = True
         return summaries
 
@@ -385,9 +386,11 @@ def _model_row(metrics: dict, latency_us: float | None) -> dict:
     }
 
 
-def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, data_workers: int | None = None) -> dict:
-    """Run (or resume) the whole pipeline for `cfg` under `out_dir`; returns metrics.json's content. data_workers:
-    processes that simulate the dataset (default one per core; the data do not depend on it)."""
+def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, workers: int | None = None) -> dict:
+    """Run (or resume) the whole pipeline for `cfg` under `out_dir`; returns metrics.json's content. workers:
+    processes the run may use at once, for the data, the two students side by side and the stress cases (default one
+    per core; a sweep cell, one; the results do not depend on it, the budget-bound training stages only through
+    the epochs that fit)."""
     import torch
 
     from . import __version__
@@ -403,11 +406,12 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     b = cfg.budget
-    stages = Stages(out, progress)
+    workers = workers or os.cpu_count() or 1
+    stages = Stages(out, progress, workers)
     wall = time.perf_counter()
 
     def data_stage(d: Path) -> dict:
-        ds = load_run_data(cfg, progress=progress, workers=data_workers)
+        ds = load_run_data(cfg, progress=progress, workers=workers)
         ds.save(d)
         return {"sequences": len(ds.sequences), "device": ds.device}
 
@@ -519,7 +523,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, progress: bool = True, dat
         stress = stages.run(
             "stress",
             {"plan": asdict(sb), "simulators": list(cfg.simulators)},
-            lambda d: stress_stage(first, dataset, export_dir, cfg.simulators, sb, d, progress),
+            lambda d: stress_stage(first, dataset, export_dir, cfg.simulators, sb, d, progress, workers),
             after=(*(f"seed{cfg.seed}/{k}" for k in ("teacher", *STUDENT_KINDS)), "veriloga_clustered"),
         )
     else:
@@ -597,9 +601,12 @@ def spice_test_waveform(export_dir: Path, dataset, simulators, d: Path) -> dict:
     return summary
 
 
-def stress_stage(first: Path, dataset, export_dir: Path, simulators, sb: StressBudget, d: Path, progress: bool):
+def stress_stage(
+    first: Path, dataset, export_dir: Path, simulators, sb: StressBudget, d: Path, progress: bool, workers: int = 1
+):
     """`stress.run_stress` of the first seed's teacher and students and the exported clustered student with the
-    preset's plan `sb`; writes d/stress.json and d/stress.png; returns `stress_summary` of the report."""
+    preset's plan `sb` on `workers` processes; writes d/stress.json and d/stress.png; returns `stress_summary` of the
+    report."""
     from .distillation import load_student
     from .fitting import load_teacher
     from .stress import DEVICE_STRESS, run_stress, stress_plan
@@ -609,7 +616,6 @@ def stress_stage(first: Path, dataset, export_dir: Path, simulators, sb: StressB
     scales = dataset.scales or dataset.compute_scales()
     widths = tuple(DEVICE_STRESS[dataset.device].widths_s[i] for i in sb.widths)
     plan = stress_plan(dataset.device, scales.input_scale_v, amplitudes=sb.amplitudes, widths_s=widths, signs=sb.signs)
-    workers = os.cpu_count() or 1
     report = run_stress(teacher, students, dataset, export_dir, simulators, d, plan, progress=progress, workers=workers)
     return stress_summary(report)
 

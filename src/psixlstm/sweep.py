@@ -154,7 +154,7 @@ def _finished(cell: Cell, out: Path) -> dict | None:
 def _run_cell(cfg: RunConfig, out_dir: str) -> dict:
     """A cell in a Ray worker (one CPU, THREAD_ENV): `run_pipeline`, which also sets torch to one thread, with its
     dataset simulated in this process rather than on a process per core."""
-    return run_pipeline(cfg, out_dir, progress=False, data_workers=1)
+    return run_pipeline(cfg, out_dir, progress=False, workers=1)
 
 
 def _run_on_ray(cells: list[Cell], out: Path, address: str | None) -> Iterator[tuple[Cell, dict]]:
