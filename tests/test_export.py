@@ -13,10 +13,9 @@ from psixlstm import spice
 from psixlstm import stimuli as st
 from psixlstm.data import Scales
 from psixlstm.export import emit_veriloga
-from psixlstm.export.veriloga import circuit_nodes
 from psixlstm.models.students import StudentConfig, build_student
 from psixlstm.physics import DevicePhysics
-from psixlstm.verification import replay, steady_state
+from psixlstm.verification import Testbench, replay, steady_state
 
 requires_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
 SCALES = Scales(np.array([1.4]), np.array([3e-3]), 1e-7, 5e-5)
@@ -102,29 +101,28 @@ TERMINAL_STIMS = (  # (first input, second input): MOSFET v_gs, v_ds / BJT v_be,
 )
 
 
+def _run_terminal_export(va, stims, stop_s: float, simulator: str, method: str, tmp_path):
+    """The MOSFET/BJT export `va` compiled (-O0) in verify's testbench, one stimulus per driven terminal, reltol 1e-6:
+    (the run, its accepted times, terminal currents, terminal voltages)."""
+    (tmp_path / "m.va").write_text(va.text)
+    osdi = spice.compile_va(tmp_path / "m.va", opt_level=0, cache_dir=tmp_path)
+    bench = Testbench(osdi, va.module, tuple(va.state_nodes), tuple(va.driven), va.reference, tuple(va.ports))
+    analysis = spice.Transient(stop_s=stop_s, step_s=1e-9, max_step_s=5e-9, reltol=1e-6, method=method)
+    w = spice.run_circuit(bench.circuit(list(stims)), analysis, simulator)
+    return (w, *bench.accepted(w))
+
+
 @requires_ngspice
 @pytest.mark.parametrize("kind", ["clustered", "lowrank"])
 @pytest.mark.parametrize("device", ["mosfet", "bjt"])
 @pytest.mark.parametrize(("simulator", "method"), [("ngspice", "trap"), ("vacask", "euler")])
 def test_three_terminal_spice_matches_pytorch_replay(kind, device, simulator, method, tmp_path):
-    """Both terminal currents, static part and ddt(Q) alike, within 1e-5 of the replay; KCL at the reference."""
+    """Both terminal currents, static part and ddt(Q) alike, within 1e-5 of the replay."""
     s = _terminal_student(kind, THREE_TERMINAL[device])
     scales = Scales(np.array([1.2, 1.2]), np.array([1e-4, 2e-3]), 1e-9, 5e-8)
     va = emit_veriloga(s, scales, module=f"t3_{kind}_{device}")
-    (tmp_path / "m.va").write_text(va.text)
-    osdi = spice.compile_va(tmp_path / "m.va", opt_level=0, cache_dir=tmp_path)
-    nodes = circuit_nodes(va.ports, va.reference)
-    sources = [spice.VoltageSource(f"v{n}", n, "0", waveform=w) for n, w in zip(va.driven, TERMINAL_STIMS, strict=True)]
-    circuit = spice.Circuit(
-        "replay3", [*sources, spice.OsdiDevice("dut", nodes, va.module, osdi, {}, tuple(va.state_nodes))]
-    )
     stop = 1e-6
-    w = spice.run_circuit(
-        circuit, spice.Transient(stop_s=stop, step_s=1e-9, max_step_s=5e-9, reltol=1e-6, method=method), simulator
-    )
-    t, keep = np.unique(w.axis, return_index=True)
-    i_spice = np.stack([-w.current(f"v{n}")[keep] for n in va.driven], 1)
-    v = np.stack([w.voltage(n)[keep] for n in va.driven], 1)
+    _, t, i_spice, v = _run_terminal_export(va, TERMINAL_STIMS, stop, simulator, method, tmp_path)
     bps = t if method == "euler" else np.concatenate([stim.breakpoints(stop) for stim in TERMINAL_STIMS])
     i_replay, _ = replay(s, scales.input_scale_v, scales.output_scale_a, t, v, bps)
     for k in range(2):
@@ -155,24 +153,13 @@ def test_terminal_transient_starts_at_the_students_steady_state(kind, simulator,
     assert np.max(np.abs(x_torch.numpy() - x_star)) <= 1e-11 * max(1.0, np.max(np.abs(x_star)))
     assert np.max(np.abs(x_star)) > 0.1  # a real offset from 0
     va = emit_veriloga(s, scales, module=f"tss_{kind}")
-    (tmp_path / "m.va").write_text(va.text)
-    osdi = spice.compile_va(tmp_path / "m.va", opt_level=0, cache_dir=tmp_path)
     stims = (st.Pulse(v0_v=v0[0], v1_v=0.2, delay_s=50e-9, rise_s=2e-9, width_s=100e-9, fall_s=2e-9), st.Dc(v0[1]))
-    sources = [spice.VoltageSource(f"v{n}", n, "0", waveform=w) for n, w in zip(va.driven, stims, strict=True)]
-    nodes = circuit_nodes(va.ports, va.reference)
-    circuit = spice.Circuit(
-        "start", [*sources, spice.OsdiDevice("dut", nodes, va.module, osdi, {}, tuple(va.state_nodes))]
-    )
     stop = 200e-9
-    w = spice.run_circuit(
-        circuit, spice.Transient(stop_s=stop, step_s=1e-9, max_step_s=5e-9, reltol=1e-6, method=method), simulator
-    )
-    t, keep = np.unique(w.axis, return_index=True)
+    w, t, i_spice, v = _run_terminal_export(va, stims, stop, simulator, method, tmp_path)
+    _, keep = np.unique(w.axis, return_index=True)
     x_spice = np.stack([w.state("dut", node)[keep] for node in va.state_nodes], 1)
     assert np.max(np.abs(x_spice[0] - x_star)) <= 1e-6 * max(1.0, np.max(np.abs(x_star))), (x_spice[0], x_star)
     # and the whole run replays from there
-    i_spice = np.stack([-w.current(f"v{n}")[keep] for n in va.driven], 1)
-    v = np.stack([w.voltage(n)[keep] for n in va.driven], 1)
     bps = t if method == "euler" else np.concatenate([stim.breakpoints(stop) for stim in stims])
     i_replay, x_replay = replay(s, scales.input_scale_v, scales.output_scale_a, t, v, bps)
     assert np.max(np.abs(x_spice - x_replay)) <= 1e-5 * max(1.0, np.max(np.abs(x_replay)))

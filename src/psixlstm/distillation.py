@@ -32,7 +32,7 @@ from .physics import DevicePhysics
 from .training import Batch, TrainConfig, make_batch, predict, train_model
 
 RRAD_TERMS = ("output", "hidden", "derivative", "hidden_derivative", "relation")
-DIFF_SCALE_FLOOR = 0.1  # the derivative term's per-chunk scale, at least this fraction of the split's (RRADLoss)
+DIFF_SCALE_FLOOR = 0.1  # the derivative terms' per-chunk scales, at least this fraction of the split's (RRADLoss)
 ABLATION_ON_WEIGHT = 0.3  # the weight `ablation` gives a term that the preset switches off
 
 

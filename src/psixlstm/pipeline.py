@@ -49,7 +49,7 @@ class RunBudget:
 
 RUN_BUDGETS = {
     "quick": RunBudget("quick", "quick", 0.5, "quick", 0.25, 4),  # about a minute: for tests
-    # <= 10 minutes on 2 cores; the two students train side by side, 100 epochs of the clustered one take ~5 min
+    # <= 10 minutes on 2 cores; the two students train side by side (the clustered one: about 90 epochs in 5 min)
     "default": RunBudget("default", "default", 3.5, "default", 5.0, 20),
     "paper": RunBudget("default", "paper", 40.0, "paper", 6.0, 200),  # <= 60 minutes per seed
 }
@@ -340,7 +340,7 @@ class Stages:
         if len(pending) < 2 or self.workers < 2:
             return [self.run(*spec) for spec in specs]
         ctx = multiprocessing.get_context("fork")  # no re-import of torch; the closures need no pickling
-        children = [ctx.Process(target=self._run_quietly, args=spec, daemon=False) for spec in pending[1:]]
+        children = [ctx.Process(target=self.run, args=spec) for spec in pending[1:]]
         for child in children:
             child.start()
         try:
@@ -364,9 +364,6 @@ class Stages:
     def _up_to_date(self, name: str, inputs: dict, after: tuple[str, ...]) -> bool:
         manifest = self.out / name / "stage.json"
         return manifest.exists() and json.loads(manifest.read_text())["fingerprint"] == self._keyed(inputs, after)[1]
-
-    def _run_quietly(self, name: str, inputs: dict, fn: Callable[[Path], dict], after: tuple[str, ...]) -> None:
-        self.run(name, inputs, fn, after)
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -586,8 +583,7 @@ def spice_test_waveform(export_dir: Path, dataset, simulators, d: Path) -> dict:
             status, message = _failure(exc)
             summary[sim] = {"status": status, "message": message}
             continue
-        t_sp, keep = np.unique(w.axis, return_index=True)
-        i_sp, v_sp = model.bench.currents(w)[keep], model.bench.voltages(w)[keep]
+        t_sp, i_sp, v_sp = model.bench.accepted(w)
         y, _ = replay(model.student, model.scales.input_scale_v, model.scales.output_scale_a, t_sp, v_sp, bps)
         y = np.asarray(y, float).reshape(t_sp.size, -1)
         err = (i_sp - y) / np.maximum(np.max(np.abs(y), axis=0), 1e-300)

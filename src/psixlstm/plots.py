@@ -20,12 +20,17 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def _time_axis(t_s):
-    span = float(t_s[-1] - t_s[0]) if len(t_s) > 1 else 1.0
+def time_unit(span_s: float) -> tuple[float, str]:
+    """(scale in s, unit name) of the largest unit of which `span_s` holds at least two: s, ms, us or ns."""
     for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
-        if span >= 2 * scale:
-            return t_s / scale, unit
-    return t_s / 1e-9, "ns"
+        if span_s >= 2 * scale:
+            return scale, unit
+    return 1e-9, "ns"
+
+
+def _time_axis(t_s):
+    scale, unit = time_unit(float(t_s[-1] - t_s[0]) if len(t_s) > 1 else 1.0)
+    return t_s / scale, unit
 
 
 def plot_dataset_samples(dataset: Dataset, path: str | Path, n_sequences: int = 3) -> Path:
@@ -176,8 +181,7 @@ def plot_spice_error(waves: dict, output_names: list[str], path: str | Path) -> 
 
     fig, ax = plt.subplots(figsize=(10, 3.8))
     span = max((float(t[-1]) for t, _ in waves.values() if len(t)), default=1.0)
-    _, unit = _time_axis(np.array([0.0, span]))
-    scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[unit]
+    scale, unit = time_unit(span)
     for sim, (t, err) in waves.items():
         err = np.abs(np.asarray(err, float).reshape(len(t), -1))
         for k in range(err.shape[1]):

@@ -25,7 +25,6 @@ training data per output (`Scales.output_scale_a`).
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from .verification import (
     Testbench,
     _at,
     _failure,
+    _fan_out,
     _run,
     _training_program,
     bandwidth_max_step,
@@ -479,8 +479,7 @@ def _spice_run(bench: Testbench, stims: list, t_stop: float, reltol: float, sim:
     except spice.SimulationError as exc:
         status, message = _failure(exc)
         return {"status": status, "message": message}
-    t, keep = np.unique(w.axis, return_index=True)
-    i, v = bench.currents(w)[keep], bench.voltages(w)[keep]
+    t, i, v = bench.accepted(w)
     if not (np.all(np.isfinite(i)) and np.all(np.isfinite(v))):
         return {"status": "nonfinite", "message": "NaN or inf output"}
     return {"status": "ok", "t": t, "i": i, "v": v, "wall_s": time.perf_counter() - start}
@@ -601,7 +600,7 @@ class _CaseContext:
     spice_u: dict  # simulator -> the undisturbed SPICE run
 
 
-_CONTEXT: _CaseContext | None = None  # a forked worker's copy of the context (closures do not pickle)
+_CONTEXT: _CaseContext | None = None  # the cases' context, which forked workers inherit (closures do not pickle)
 
 
 def _case_in_worker(job) -> tuple[dict, dict]:
@@ -609,15 +608,12 @@ def _case_in_worker(job) -> tuple[dict, dict]:
 
 
 def _cases(context: _CaseContext, jobs: list, workers: int):
-    """(case, wave) of every job (disturbance, stimuli, grid), in order: here, or on `workers` forked processes."""
+    """(case, wave) of every job (disturbance, stimuli, grid), in order: here, or on `workers` forked processes
+    (`verification._fan_out`)."""
     global _CONTEXT
-    if workers <= 1 or len(jobs) < 2:
-        yield from (_case(context, *job) for job in jobs)
-        return
     _CONTEXT = context
     try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-            yield from pool.imap(_case_in_worker, jobs)
+        yield from _fan_out(_case_in_worker, jobs, min(workers, len(jobs)), "process")
     finally:
         _CONTEXT = None
 
@@ -742,7 +738,7 @@ def plot_stress(report: dict, waves: dict, path: str | Path, case: int | None = 
     """One figure of one case (default `worst_case`): the driven voltage and every model's current around the
     impulse (truth, teacher, students, SPICE), and |error| / current range against the time since the impulse
     started, both axes log, with the band floor."""
-    from .plots import _save, _time_axis, plt
+    from .plots import _save, plt, time_unit
 
     k = worst_case(report) if case is None else case
     w, c = waves["cases"][k], report["cases"][k]
@@ -754,8 +750,7 @@ def plot_stress(report: dict, waves: dict, path: str | Path, case: int | None = 
     ch = _worst_channel(c)
     rng = report["i_range_a"][ch]
     fig, axes = plt.subplots(3, 1, figsize=(10, 9))
-    _, unit = _time_axis(np.array([0.0, b - a]))
-    scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[unit]
+    scale, unit = time_unit(b - a)
     tz = (t[sel] - dist.t_start_s) / scale
     axes[0].plot(tz, w["v"][sel, dist.terminal], color="k", lw=0.9)
     axes[0].set_ylabel(f"V terminal {dist.terminal} (V)")

@@ -311,6 +311,11 @@ class Testbench:
         """(N, n_driven) driven terminal voltages (V) of a run."""
         return np.stack([w.voltage(node) for node in self.driven], 1)
 
+    def accepted(self, w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A run's accepted times (s; a time a simulator prints twice, once), and `currents` and `voltages` there."""
+        t, keep = np.unique(w.axis, return_index=True)
+        return t, self.currents(w)[keep], self.voltages(w)[keep]
+
     def signals(self) -> list[str]:
         """The keys of every saved signal: terminal voltages, source currents, states."""
         terminals = [f"v({n})" for n in self.driven] + [f"i(v{n})" for n in self.driven]
@@ -355,12 +360,6 @@ def cost_ratio(student_run, reference_run, reference: str) -> dict:
     }
 
 
-def _waves(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Accepted times (s, duplicates dropped), the device current (A) and voltage (V) of a `_run`."""
-    t, keep = np.unique(w.axis, return_index=True)
-    return t, -w.current("vp")[keep], w.voltage("p")[keep]
-
-
 def _replay_and_realistic(
     student: ContinuousStudent, v_scale, i_scale, bench: Testbench, stim, t_stop_s, max_step_s, bps, simulators
 ) -> tuple[dict[str, dict], dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], dict]:
@@ -375,13 +374,15 @@ def _replay_and_realistic(
         entries[sim], runs[sim] = {}, {}
         for method in ("trap",) if sim == "ngspice" else ("euler", "trap"):
             w = _run(bench, [stim], t_stop_s, max_step_s, 1e-6, sim, method)
-            t, i_sp, v_sp = _waves(w)
+            t, i_sp, v_sp = bench.accepted(w)
+            i_sp, v_sp = i_sp[:, 0], v_sp[:, 0]  # the one driven terminal
             y, _ = replay(student, v_scale, i_scale, t, v_sp, t if method == "euler" else bps)
             entries[sim][f"replay_max_rel_err_{method}"] = float(np.max(np.abs(i_sp - y)) / np.max(np.abs(y)))
             if method == "trap":
                 runs[sim]["reltol_1e-6"] = (t, i_sp)
         realistic[sim] = _run(bench, [stim], t_stop_s, max_step_s, REALISTIC_RELTOL, sim)
-        runs[sim]["realistic"] = _waves(realistic[sim])[:2]
+        t, i_sp, _ = bench.accepted(realistic[sim])
+        runs[sim]["realistic"] = (t, i_sp[:, 0])
     return entries, runs, realistic
 
 
@@ -940,8 +941,7 @@ def verify_terminal_student(
 
     def run(sim: str, reltol: float, method: str = "trap"):
         w = _run(bench, stims, duration_s, max_step, reltol, sim, method)
-        t, keep = np.unique(w.axis, return_index=True)
-        return w, t, bench.currents(w)[keep], bench.voltages(w)[keep]
+        return w, *bench.accepted(w)
 
     def max_rel(a: np.ndarray, b: np.ndarray) -> list[float]:
         return [float(np.max(np.abs(a[:, k] - b[:, k])) / np.max(np.abs(b[:, k]))) for k in range(b.shape[1])]
