@@ -276,12 +276,12 @@ def train_model(
             batch = make_batch(
                 [train[i] for i in idx], scales, extras=[extras[i] for i in idx] if extras is not None else None
             )
-            carried = None
-            for s in range(0, batch.u.shape[1], cfg.chunk_len):
-                live = torch.nonzero(batch.mask[:, s] > 0).flatten()  # sequences still running in this chunk
-                if live.numel() < batch.mask.shape[0]:
-                    batch, carried = batch.select(live), select_state(carried, live)
-                chunk = batch.window(slice(s, s + cfg.chunk_len))
+            carried, ahead = None, batch  # ahead: the batch from the current chunk on
+            for _ in range(0, batch.u.shape[1], cfg.chunk_len):
+                live = torch.nonzero(ahead.mask[:, 0] > 0).flatten()  # sequences still running in this chunk
+                if live.numel() < ahead.mask.shape[0]:
+                    ahead, carried = ahead.select(live), select_state(carried, live)
+                chunk, ahead = ahead.window(slice(0, cfg.chunk_len)), ahead.window(slice(cfg.chunk_len, None))
                 out = model(chunk.u, chunk.dt, carried, **_step_flags(model, chunk))
                 terms = {"mse": masked_mse(out.y, chunk.y, chunk.mask)}
                 if weights.get("sampling", 0) > 0:

@@ -22,6 +22,7 @@ verification stage.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import numba
@@ -31,6 +32,12 @@ from torch import Tensor, nn
 
 from ..physics import DevicePhysics, static_structure
 from .base import ModelOutput, SequenceModel
+
+# the clustered student's compiled scans run its sequences on numba's threads. Workqueue, unless the user chose: GNU
+# OpenMP (numba's pick where TBB is absent) aborts any process forked after it started its threads, and the pipeline
+# forks after training (stress cases, robustness runs). Workqueue must not be entered from two Python threads at once
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 def exp_limited(z: Tensor, z_max: float = 10.0) -> Tensor:
@@ -515,56 +522,62 @@ def _step_residual(x1, x, g1, inv_tau, f0, h, th, out):
     return math.sqrt(total)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _clustered_forward(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs):
-    """xs (B, T + 1, N): x0 and the state after every step. Step t: r(x1) = x1 - x - h (th F(x1, u[t + 1]) +
-    (1 - th) F(x, u[t])) = 0, solved from the previous state (as SPICE starts from the last solution) by Newton
+    """xs (B, T + 1, N): x0 and the state after every step (`_forward_sequence`), the sequences on parallel threads
+    (numba's; each sequence's result does not depend on their number)."""
+    for b in numba.prange(x0.shape[0]):
+        _forward_sequence(x0[b], w1, b1, w2, b2, inv_tau, u[b], dt[b], theta[b], rest_drive, xs[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _forward_sequence(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs):
+    """xs (T + 1, N): x0 and the state after every step of one sequence. Step t: r(x1) = x1 - x - h (th F(x1, u[t + 1])
+    + (1 - th) F(x, u[t])) = 0, solved from the previous state (as SPICE starts from the last solution) by Newton
     updates with the step matrix I - h th dF/dx factored once at the start (a chord iteration: each update costs a
     drive and two triangular solves, not a Jacobian and a factorisation; the step matrix is refreshed where the
     updates shrink by less than CHORD_REFRESH_RATIO), each update halved until |r| decreases, until |dx| <
     NEWTON_TOL. It converges to the same solution as full Newton (to 1e-15 on a trained 12-state student) in half
     the time. An explicit-Euler start overshoots by h / tau on stiff steps. F(x, u[t]) is the previous step's last
     drive. Work arrays are allocated once: the step is a few hundred flops."""
-    n_batch, n_steps = dt.shape
-    n, n_hidden = x0.shape[1], w1.shape[0]
+    n, n_hidden = x0.size, w1.shape[0]
     a, a0, slope = np.empty(n_hidden), np.empty(n_hidden), np.empty(n_hidden)
     g, f0, x1, resid, delta, x_try = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     jac, m, pivots = np.empty((n, n)), np.empty((n, n)), np.empty(n, np.int64)
-    for b in range(n_batch):
-        xs[b, 0] = x0[b]
-        _drive(x0[b], u[b, 0], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, False)
-        for t in range(n_steps):
-            h, th = dt[b, t], theta[b, t]
-            x = xs[b, t]
-            for i in range(n):  # g: the drive at (x, u[t]), from the step before
-                f0[i] = (g[i] - x[i]) * inv_tau[i]
-                x1[i] = x[i]
-            _drive(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
-            _factor_step_matrix(jac, h * th, False, m, pivots)
-            size = _step_residual(x1, x, g, inv_tau, f0, h, th, resid)
-            last = math.inf
-            for _ in range(NEWTON_MAX_ITERATIONS):
-                delta[:] = resid
-                _solve_factored(m, pivots, delta)
-                for _halving in range(30):
-                    for i in range(n):
-                        x_try[i] = x1[i] - delta[i]
-                    _drive(x_try, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, False)
-                    size_try = _step_residual(x_try, x, g, inv_tau, f0, h, th, resid)
-                    if size_try <= size:
-                        break
-                    for i in range(n):
-                        delta[i] *= 0.5
-                x1[:] = x_try
-                size = size_try
-                update = np.max(np.abs(delta))
-                if not update >= NEWTON_TOL:  # converged (or NaN: nothing left to solve)
+    xs[0] = x0
+    _drive(x0, u[0], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, False)
+    for t in range(dt.size):
+        h, th = dt[t], theta[t]
+        x = xs[t]
+        for i in range(n):  # g: the drive at (x, u[t]), from the step before
+            f0[i] = (g[i] - x[i]) * inv_tau[i]
+            x1[i] = x[i]
+        _drive(x1, u[t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
+        _factor_step_matrix(jac, h * th, False, m, pivots)
+        size = _step_residual(x1, x, g, inv_tau, f0, h, th, resid)
+        last = math.inf
+        for _ in range(NEWTON_MAX_ITERATIONS):
+            delta[:] = resid
+            _solve_factored(m, pivots, delta)
+            for _halving in range(30):
+                for i in range(n):
+                    x_try[i] = x1[i] - delta[i]
+                _drive(x_try, u[t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, False)
+                size_try = _step_residual(x_try, x, g, inv_tau, f0, h, th, resid)
+                if size_try <= size:
                     break
-                if update > CHORD_REFRESH_RATIO * last:  # slow: a full Newton update next
-                    _drive(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
-                    _factor_step_matrix(jac, h * th, False, m, pivots)
-                last = update
-            xs[b, t + 1] = x1
+                for i in range(n):
+                    delta[i] *= 0.5
+            x1[:] = x_try
+            size = size_try
+            update = np.max(np.abs(delta))
+            if not update >= NEWTON_TOL:  # converged (or NaN: nothing left to solve)
+                break
+            if update > CHORD_REFRESH_RATIO * last:  # slow: a full Newton update next
+                _drive(x1, u[t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
+                _factor_step_matrix(jac, h * th, False, m, pivots)
+            last = update
+        xs[t + 1] = x1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -592,40 +605,58 @@ def _rate_vjp(w, x, u, w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, 
             d_w1[k, n + j] += s * u[j]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _clustered_backward(
     d_xs, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs, d_x0, d_w1, d_b1, d_w2, d_b2, d_inv_tau
 ):
-    """Adjoint of `_clustered_forward`. For a converged step r(x1; x, p) = 0 with J = dr/dx1 = I - h th dF/dx(x1):
-    lam = J^-T dL/dx1, then dL/dp += h th lam^T dF(x1)/dp + h (1 - th) lam^T dF(x)/dp and
-    dL/dx = lam + h (1 - th) lam^T dF/dx(x)."""
-    n_batch, n_steps = dt.shape
-    n, n_hidden = d_x0.shape[1], w1.shape[0]
-    a, a0, slope = np.empty(n_hidden), np.empty(n_hidden), np.empty(n_hidden)
-    g, lam, w, d_x, carry = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    jac, m, pivots = np.empty((n, n)), np.empty((n, n)), np.empty(n, np.int64)
+    """Adjoint of `_clustered_forward`: `_backward_sequence` for each sequence on parallel threads, into gradients of
+    its own, summed in sequence order (the same for any number of threads)."""
+    n_batch = d_xs.shape[0]
+    g_w1, g_b1 = np.zeros((n_batch, w1.shape[0], w1.shape[1])), np.zeros((n_batch, b1.size))
+    g_w2, g_b2 = np.zeros((n_batch, w2.shape[0], w2.shape[1])), np.zeros((n_batch, b2.size))
+    g_inv_tau = np.zeros((n_batch, inv_tau.size))
+    for b in numba.prange(n_batch):
+        _backward_sequence(d_xs[b], w1, b1, w2, b2, inv_tau, u[b], dt[b], theta[b], rest_drive, xs[b],
+                           d_x0[b], g_w1[b], g_b1[b], g_w2[b], g_b2[b], g_inv_tau[b])  # fmt: skip
     for b in range(n_batch):
-        carry[:] = 0.0
-        for t in range(n_steps - 1, -1, -1):
-            h, th = dt[b, t], theta[b, t]
-            x, x1 = xs[b, t], xs[b, t + 1]
-            _drive(x1, u[b, t + 1], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
-            for i in range(n):
-                lam[i] = d_xs[b, t, i] + carry[i]
-            _factor_step_matrix(jac, h * th, True, m, pivots)
-            _solve_factored(m, pivots, lam)
-            for i in range(n):
-                w[i] = h * th * lam[i]
-            _rate_vjp(w, x1, u[b, t + 1], w1, w2, inv_tau, rest_drive, a, a0, g,
-                      d_w1, d_b1, d_w2, d_b2, d_inv_tau, d_x)  # fmt: skip
-            _drive(x, u[b, t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, False)
-            for i in range(n):
-                w[i] = h * (1.0 - th) * lam[i]
-            _rate_vjp(w, x, u[b, t], w1, w2, inv_tau, rest_drive, a, a0, g,
-                      d_w1, d_b1, d_w2, d_b2, d_inv_tau, d_x)  # fmt: skip
-            for i in range(n):
-                carry[i] = lam[i] + d_x[i]
-        d_x0[b] = carry
+        d_w1 += g_w1[b]
+        d_b1 += g_b1[b]
+        d_w2 += g_w2[b]
+        d_b2 += g_b2[b]
+        d_inv_tau += g_inv_tau[b]
+
+
+@numba.njit(cache=True, nogil=True)
+def _backward_sequence(
+    d_xs, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs, d_x0, d_w1, d_b1, d_w2, d_b2, d_inv_tau
+):
+    """Adjoint of `_forward_sequence`. For a converged step r(x1; x, p) = 0 with J = dr/dx1 = I - h th dF/dx(x1):
+    lam = J^-T dL/dx1, then dL/dp += h th lam^T dF(x1)/dp + h (1 - th) lam^T dF(x)/dp and
+    dL/dx = lam + h (1 - th) lam^T dF/dx(x). The drive at the start of step t is the one at the end of step t - 1:
+    evaluated once, with its Jacobian, for both."""
+    n, n_hidden = d_x0.size, w1.shape[0]
+    a, a0, slope = np.empty(n_hidden), np.empty(n_hidden), np.empty(n_hidden)
+    g, lam, w, d_x, carry = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.zeros(n)
+    jac, m, pivots = np.empty((n, n)), np.empty((n, n)), np.empty(n, np.int64)
+    n_steps = dt.size
+    _drive(xs[n_steps], u[n_steps], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
+    for t in range(n_steps - 1, -1, -1):
+        h, th = dt[t], theta[t]
+        x, x1 = xs[t], xs[t + 1]
+        for i in range(n):
+            lam[i] = d_xs[t, i] + carry[i]
+        _factor_step_matrix(jac, h * th, True, m, pivots)
+        _solve_factored(m, pivots, lam)
+        for i in range(n):
+            w[i] = h * th * lam[i]
+        _rate_vjp(w, x1, u[t + 1], w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, d_b2, d_inv_tau, d_x)
+        _drive(x, u[t], w1, b1, w2, b2, inv_tau, rest_drive, a, a0, g, slope, jac, True)
+        for i in range(n):
+            w[i] = h * (1.0 - th) * lam[i]
+        _rate_vjp(w, x, u[t], w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, d_b2, d_inv_tau, d_x)
+        for i in range(n):
+            carry[i] = lam[i] + d_x[i]
+    d_x0[:] = carry
 
 
 def build_student(cfg: StudentConfig) -> ContinuousStudent:
