@@ -22,7 +22,6 @@ verification stage.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 
 import numba
@@ -32,12 +31,6 @@ from torch import Tensor, nn
 
 from ..physics import DevicePhysics, static_structure
 from .base import ModelOutput, SequenceModel
-
-# the clustered student's compiled scans run its sequences on numba's threads. Workqueue, unless the user chose: GNU
-# OpenMP (numba's pick where TBB is absent) aborts any process forked after it started its threads, and the pipeline
-# forks after training (stress cases, robustness runs). Workqueue must not be entered from two Python threads at once
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
 
 def exp_limited(z: Tensor, z_max: float = 10.0) -> Tensor:
@@ -522,11 +515,10 @@ def _step_residual(x1, x, g1, inv_tau, f0, h, th, out):
     return math.sqrt(total)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _clustered_forward(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs):
-    """xs (B, T + 1, N): x0 and the state after every step (`_forward_sequence`), the sequences on parallel threads
-    (numba's; each sequence's result does not depend on their number)."""
-    for b in numba.prange(x0.shape[0]):
+    """xs (B, T + 1, N): x0 and the state after every step (`_forward_sequence` for each sequence)."""
+    for b in range(x0.shape[0]):
         _forward_sequence(x0[b], w1, b1, w2, b2, inv_tau, u[b], dt[b], theta[b], rest_drive, xs[b])
 
 
@@ -605,25 +597,14 @@ def _rate_vjp(w, x, u, w1, w2, inv_tau, rest_drive, a, a0, g, d_w1, d_b1, d_w2, 
             d_w1[k, n + j] += s * u[j]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _clustered_backward(
     d_xs, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs, d_x0, d_w1, d_b1, d_w2, d_b2, d_inv_tau
 ):
-    """Adjoint of `_clustered_forward`: `_backward_sequence` for each sequence on parallel threads, into gradients of
-    its own, summed in sequence order (the same for any number of threads)."""
-    n_batch = d_xs.shape[0]
-    g_w1, g_b1 = np.zeros((n_batch, w1.shape[0], w1.shape[1])), np.zeros((n_batch, b1.size))
-    g_w2, g_b2 = np.zeros((n_batch, w2.shape[0], w2.shape[1])), np.zeros((n_batch, b2.size))
-    g_inv_tau = np.zeros((n_batch, inv_tau.size))
-    for b in numba.prange(n_batch):
+    """Adjoint of `_clustered_forward`: `_backward_sequence` for each sequence, accumulating the gradients."""
+    for b in range(d_xs.shape[0]):
         _backward_sequence(d_xs[b], w1, b1, w2, b2, inv_tau, u[b], dt[b], theta[b], rest_drive, xs[b],
-                           d_x0[b], g_w1[b], g_b1[b], g_w2[b], g_b2[b], g_inv_tau[b])  # fmt: skip
-    for b in range(n_batch):
-        d_w1 += g_w1[b]
-        d_b1 += g_b1[b]
-        d_w2 += g_w2[b]
-        d_b2 += g_b2[b]
-        d_inv_tau += g_inv_tau[b]
+                           d_x0[b], d_w1, d_b1, d_w2, d_b2, d_inv_tau)  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
