@@ -66,12 +66,22 @@ def test_match_taus_is_one_to_one_when_possible():
     assert m[0]["rel_err"] == pytest.approx(abs(3e-4 - 0.34e-3) / 0.34e-3)
 
 
-def test_discover_on_a_tiny_teacher(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
     ds = make_dataset("memristor", DataPreset(5, 6e-3, 0.5e-6, 50e-6), seed=0, progress=False, workers=1)
     run = train_teacher(
-        ds, TeacherPreset(8, 2, 8, TrainConfig(epochs=1, chunk_len=128)), tmp_path / "t", progress=False, plots=False
+        ds,
+        TeacherPreset(8, 2, 8, TrainConfig(epochs=1, chunk_len=128)),
+        tmp_path_factory.mktemp("t"),
+        progress=False,
+        plots=False,
     )
-    d = discover(run.model, ds, k=3)
+    return run.model, ds
+
+
+def test_discover_on_a_tiny_teacher(tiny_teacher, tmp_path):
+    teacher, ds = tiny_teacher
+    d = discover(teacher, ds, k=3)
     assert d.k == 3 and len(d.gate_cluster_tau_s) == 3
     assert len(d.unit_tau_median_s) == 8 + 2  # sLSTM units + mLSTM heads
     assert all(1e-9 < t < 10 for t in d.unit_tau_median_s)  # seconds
@@ -85,6 +95,23 @@ def test_discover_on_a_tiny_teacher(tmp_path):
     d.save(tmp_path)
     back = Discovery.load(tmp_path)
     assert back.tau_s == d.tau_s
+
+
+def test_students_start_no_slower_than_the_probe_lasts(tiny_teacher, monkeypatch):
+    """A probe fit with a tau far beyond the probe (a drift it cannot resolve) is kept in the record, but the students
+    start that cluster at the probe's duration."""
+    teacher, ds = tiny_teacher
+
+    def with_drift(t_s, y, k, min_ratio=1.5):
+        fit = fit_exponentials(t_s, y, k, min_ratio)
+        return {**fit, "tau_s": [*fit["tau_s"][:-1], 2460.0], "rel_rms_residual": 0.0}
+
+    monkeypatch.setattr("psixlstm.discovery.fit_exponentials", with_drift)
+    d = discover(teacher, ds, k=3)
+    assert d.tau_source == "probe" and d.probe["teacher"]["tau_s"][-1] == 2460.0
+    duration = d.probe["duration_s"]
+    assert d.tau_s[-1] == duration < 1.0
+    assert d.tau_s == [min(t, duration) for t in d.probe["teacher"]["tau_s"]]
 
 
 def test_log_conductance_probe_recovers_the_true_taus_of_the_device():

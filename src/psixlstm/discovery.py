@@ -8,7 +8,7 @@
 - Low-rank structure: SVD of the mLSTM projections and of the matrix memory C along the data (time-averaged and per
   sample), energy curve, rank at a threshold (default 0.92).
 Each estimate says where it comes from; the time constants handed to the students are the probe fit when it
-succeeded, else the gate clusters (`tau_source`).
+succeeded, else the gate clusters (`tau_source`), none slower than the probe lasts.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ class Discovery:
     gate_cluster_tau_s: list[float]
     gate_cluster_spread_log10: list[float]  # within-cluster std of log10 tau
     probe: dict  # teacher fit, truth fit (if any)
-    tau_s: list[float]  # handed to the students
+    tau_s: list[float]  # handed to the students (the probe fit or the gate clusters, at most the probe duration)
     tau_source: str  # "probe" or "gates"
     tau_true_s: list[float] | None
     tau_match: dict[str, list[dict]] = field(default_factory=dict)
@@ -330,6 +330,10 @@ def discover(
         )
     use_probe = probe["teacher"]["rel_rms_residual"] < 0.05
     tau_s = probe["teacher"]["tau_s"] if use_probe else [float(10**c) for c in centres]
+    # the students start no cluster slower than the probe lasts: a fitted tau beyond it is a drift the response cannot
+    # resolve (a default-run teacher's probe fit gave 0.06 / 0.28 / 4.0 ms and 2460 s, a cluster that integrates over
+    # every record instead of relaxing). Training still moves the taus past it where the data asks for that
+    tau_s = [min(t, duration) for t in tau_s]
     disc = Discovery(
         unit_names=gates["names"],
         unit_tau_median_s=gates["median_s"].tolist(),
