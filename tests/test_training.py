@@ -19,7 +19,7 @@ from psixlstm.data import Dataset
 from psixlstm.data.generate import DataPreset, make_dataset
 from psixlstm.fitting import teacher_config
 from psixlstm.models.teacher import Teacher
-from psixlstm.training import TrainConfig, make_batch, predict, train_model
+from psixlstm.training import TrainConfig, make_batch, predict, train_model, validation_loss
 
 TINY = DataPreset(6, 4e-3, 0.5e-6, 50e-6, noise_rel=0.01)
 TINY_TEACHER = TeacherPreset(8, 2, 8, TrainConfig(epochs=3, chunk_len=64, batch_size=3, lr=5e-3))
@@ -91,23 +91,28 @@ from psixlstm.models.teacher import Teacher
 from psixlstm.training import TrainConfig, train_model
 ds = Dataset.load(sys.argv[1])
 cfg = TrainConfig(epochs=int(sys.argv[3]), chunk_len=64, batch_size=2, lr=5e-3, patience=100)
+ema_decay = float(sys.argv[4]) if sys.argv[4] != "none" else None
 torch.manual_seed(0)
 model = Teacher(teacher_config(ds, TeacherPreset(8, 2, 8)))
-train_model(model, ds.subset("train"), ds.subset("val"), ds.scales, cfg, checkpoint=sys.argv[2], progress=False)
+train_model(
+    model, ds.subset("train"), ds.subset("val"), ds.scales, cfg, checkpoint=sys.argv[2], progress=False,
+    ema_decay=ema_decay,
+)
 torch.save(model.state_dict(), sys.argv[2] + ".final")
 """
 
 
-def test_killed_training_resumes_to_the_same_weights(tiny, tmp_path):
+@pytest.mark.parametrize("ema_decay", ["none", "0.9"])
+def test_killed_training_resumes_to_the_same_weights(tiny, tmp_path, ema_decay):
     _, data = tiny
     script = tmp_path / "train.py"
     script.write_text(_RESUME_SCRIPT)
     epochs = "4"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = tmp_path / "straight.ckpt"
-    subprocess.run([sys.executable, str(script), str(data), str(straight), epochs], check=True, env=env)
+    subprocess.run([sys.executable, str(script), str(data), str(straight), epochs, ema_decay], check=True, env=env)
     killed = tmp_path / "killed.ckpt"
-    proc = subprocess.Popen([sys.executable, str(script), str(data), str(killed), epochs], env=env)
+    proc = subprocess.Popen([sys.executable, str(script), str(data), str(killed), epochs, ema_decay], env=env)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for the first epoch's checkpoint, then kill -9
         if killed.exists():
@@ -118,11 +123,28 @@ def test_killed_training_resumes_to_the_same_weights(tiny, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not Path(str(killed) + ".final").exists(), "the run finished before it could be killed"
-    subprocess.run([sys.executable, str(script), str(data), str(killed), epochs], check=True, env=env)
+    subprocess.run([sys.executable, str(script), str(data), str(killed), epochs, ema_decay], check=True, env=env)
     a = torch.load(str(straight) + ".final", weights_only=True)
     b = torch.load(str(killed) + ".final", weights_only=True)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_moving_average_weights_are_the_ones_validated_and_kept(tiny):
+    """With ema_decay, validation and the kept result are the averaged weights, not the last ones."""
+    ds, _ = tiny
+    cfg = TrainConfig(epochs=2, chunk_len=64, batch_size=3, lr=5e-3, patience=100)
+    histories = {}
+    for decay in (None, 0.9):
+        torch.manual_seed(0)
+        model = Teacher(teacher_config(ds, TINY_TEACHER))
+        result = train_model(
+            model, ds.subset("train"), ds.subset("val"), ds.scales, cfg, progress=False, ema_decay=decay
+        )
+        kept_val = validation_loss(model, make_batch(ds.subset("val"), ds.scales))
+        assert kept_val == pytest.approx(result.best_val_loss, rel=1e-6)
+        histories[decay] = [r["val_mse"] for r in result.history]
+    assert histories[None] != histories[0.9]
 
 
 def test_history_is_json_serialisable(tiny, tmp_path):

@@ -213,6 +213,7 @@ def train_model(
     extras: Seq[dict[str, np.ndarray]] | None = None,
     extra_loss: Callable[[ModelOutput, Batch], dict[str, torch.Tensor]] | None = None,
     params: Seq[torch.nn.Parameter] | None = None,
+    ema_decay: float | None = None,
 ) -> TrainResult:
     """Train `model` in place (ending with the best validation weights) and return its history.
 
@@ -254,10 +255,18 @@ def train_model(
         "stopped": "epochs",
     }
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ema = None
+    if ema_decay is not None:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)
+        )
+    evaluated = model if ema is None else ema.module  # the weights validated and kept
     if ckpt_path is not None and ckpt_path.exists():
         saved = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         sched.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["train_state"]
@@ -301,6 +310,8 @@ def train_model(
                 norm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
                 if torch.isfinite(norm):
                     opt.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
                 else:  # one overflowing chunk must not turn every weight into NaN: skip it and count it
                     skipped += 1
                 sched.step()
@@ -309,7 +320,7 @@ def train_model(
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n_chunks += 1
-        val = validation_loss(model, val_batch)
+        val = validation_loss(evaluated, val_batch)
         record = {"epoch": epoch, "val_mse": val, "lr": sched.get_last_lr()[0], "skipped_steps": skipped}
         record.update({f"train_{k}": v / max(n_chunks, 1) for k, v in sums.items()})
         state["history"].append(record)
@@ -318,7 +329,7 @@ def train_model(
                 best_val=val,
                 best_epoch=epoch,
                 bad_epochs=0,
-                best_weights={k: v.detach().clone() for k, v in model.state_dict().items()},
+                best_weights={k: v.detach().clone() for k, v in evaluated.state_dict().items()},
             )
         else:
             state["bad_epochs"] += 1
@@ -344,6 +355,7 @@ def train_model(
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
+                    "ema": None if ema is None else ema.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "train_state": state,
                     "config": cfg.to_dict(),
