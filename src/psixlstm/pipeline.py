@@ -49,7 +49,7 @@ class RunBudget:
 
 RUN_BUDGETS = {
     "quick": RunBudget("quick", "quick", 0.5, "quick", 0.25, 4),  # about a minute: for tests
-    # <= 10 minutes on 2 cores; the two students train side by side (the clustered one: 87-100 epochs in 5 min)
+    # <= 10 minutes on 2 cores; the two students train side by side (the clustered one: up to 100 epochs in its 5 min)
     "default": RunBudget("default", "default", 3.5, "default", 5.0, 20),
     "paper": RunBudget("default", "paper", 40.0, "paper", 6.0, 200),  # <= 60 minutes per seed
 }
