@@ -404,7 +404,7 @@ STEADY_START_STEP = 1e12  # x the largest time constant: the backward-Euler step
 LIPSCHITZ_MAX = 0.95  # bound on |dg/dx|_2 of the clustered student's drive (see drive_weights)
 NEWTON_TOL = 1e-13  # absolute, on the state update (states are O(1)); the step is solved in float64
 NEWTON_MAX_ITERATIONS = 50
-CHORD_REFRESH_RATIO = 0.25  # an update larger than this x the one before refreshes the step matrix (_clustered_forward)
+CHORD_REFRESH_RATIO = 0.25  # an update larger than this x the one before refreshes the step matrix (_forward_sequence)
 
 
 class _ClusteredScan(torch.autograd.Function):
@@ -531,7 +531,7 @@ def _forward_sequence(x0, w1, b1, w2, b2, inv_tau, u, dt, theta, rest_drive, xs)
     updates shrink by less than CHORD_REFRESH_RATIO), each update halved until |r| decreases, until |dx| <
     NEWTON_TOL. It converges to the same solution as full Newton (to 1e-15 on a trained 12-state student) in half
     the time. An explicit-Euler start overshoots by h / tau on stiff steps. F(x, u[t]) is the previous step's last
-    drive. Work arrays are allocated once: the step is a few hundred flops."""
+    drive. Work arrays are allocated once per sequence: the step is a few hundred flops."""
     n, n_hidden = x0.size, w1.shape[0]
     a, a0, slope = np.empty(n_hidden), np.empty(n_hidden), np.empty(n_hidden)
     g, f0, x1, resid, delta, x_try = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
