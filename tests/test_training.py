@@ -130,6 +130,68 @@ def test_killed_training_resumes_to_the_same_weights(tiny, tmp_path, ema_decay):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+class _PullTowards(torch.nn.Module):
+    """An extra loss with a trained parameter of its own (as RRAD's projection): the mean output pulls it along."""
+
+    def __init__(self):
+        super().__init__()
+        self.target = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, out, chunk) -> dict[str, torch.Tensor]:
+        return {"pull": (out.y.mean() - self.target) ** 2 + (self.target - 1.0) ** 2}
+
+
+def _train_tiny(ds, path, epochs=3, stop_at_epoch=None, max_minutes=None):
+    torch.manual_seed(0)
+    model, pull = Teacher(teacher_config(ds, TINY_TEACHER)), _PullTowards()
+    cfg = TrainConfig(
+        epochs=epochs,
+        chunk_len=64,
+        batch_size=3,
+        lr=5e-3,
+        patience=100,
+        loss_weights={"pull": 1.0},
+        max_minutes=max_minutes,
+    )
+    result = train_model(
+        model,
+        ds.subset("train"),
+        ds.subset("val"),
+        ds.scales,
+        cfg,
+        checkpoint=path,
+        progress=False,
+        extra_loss=pull,
+        params=[*model.parameters(), *pull.parameters()],
+        stop_at_epoch=stop_at_epoch,
+    )
+    return model, pull, result
+
+
+def test_paused_training_continues_to_the_same_weights(tiny, tmp_path):
+    """stop_at_epoch pauses a run; resuming its checkpoint ends where an uninterrupted run does, the extra loss's own
+    parameters included (they are checkpointed with the model)."""
+    ds, _ = tiny
+    straight, straight_pull, _ = _train_tiny(ds, tmp_path / "straight.pt")
+    _, _, paused = _train_tiny(ds, tmp_path / "paused.pt", stop_at_epoch=1)
+    assert paused.stopped == "paused" and len(paused.history) == 1
+    model, pull, result = _train_tiny(ds, tmp_path / "paused.pt")
+    assert result.stopped == "epochs" and len(result.history) == 3
+    assert float(pull.target) == float(straight_pull.target) != 0.0
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_run_stopped_by_its_time_budget_continues_with_a_larger_one(tiny, tmp_path):
+    ds, _ = tiny
+    _, _, short = _train_tiny(ds, tmp_path / "run.pt", max_minutes=1e-9)
+    assert short.stopped == "time_budget" and len(short.history) == 1
+    _, _, again = _train_tiny(ds, tmp_path / "run.pt", max_minutes=1e-9)  # the same budget: nothing more to do
+    assert again.stopped == "time_budget" and len(again.history) == 1
+    _, _, longer = _train_tiny(ds, tmp_path / "run.pt", max_minutes=60.0)
+    assert longer.stopped == "epochs" and len(longer.history) == 3
+
+
 def test_moving_average_weights_are_the_ones_validated_and_kept(tiny):
     """With ema_decay, validation and the kept result are the averaged weights, not the last ones."""
     ds, _ = tiny

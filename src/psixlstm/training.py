@@ -187,7 +187,7 @@ class TrainResult:
     best_val_loss: float
     train_seconds: float
     steps: int
-    stopped: str  # "epochs", "early_stopping", "time_budget"
+    stopped: str  # "epochs", "early_stopping", "time_budget", or "paused" (at `stop_at_epoch`: resumable)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -214,6 +214,7 @@ def train_model(
     extra_loss: Callable[[ModelOutput, Batch], dict[str, torch.Tensor]] | None = None,
     params: Seq[torch.nn.Parameter] | None = None,
     ema_decay: float | None = None,
+    stop_at_epoch: int | None = None,
 ) -> TrainResult:
     """Train `model` in place (ending with the best validation weights) and return its history.
 
@@ -221,7 +222,9 @@ def train_model(
     are weighted by `cfg.loss_weights`; `params` (default: the model's) lets it train auxiliary maps as well.
 
     With `checkpoint`, the full training state is written atomically after every epoch and an existing checkpoint
-    is resumed from; a resumed run ends with the same weights as an uninterrupted one.
+    is resumed from; a resumed run ends with the same weights as an uninterrupted one. `stop_at_epoch` pauses the run
+    after that many epochs (the checkpoint then continues it); a run stopped by its time budget continues when resumed
+    with a larger one.
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -268,13 +271,20 @@ def train_model(
         if ema is not None:
             ema.load_state_dict(saved["ema"])
         sched.load_state_dict(saved["scheduler"])
+        if isinstance(extra_loss, torch.nn.Module) and saved.get("extra_loss") is not None:
+            extra_loss.load_state_dict(saved["extra_loss"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["train_state"]
         state.setdefault("planned_epochs", cfg.epochs)
+        if state["stopped"] == "time_budget" and not _over_budget(state, cfg):  # resumed with a larger budget
+            state["stopped"] = "epochs"
+        if state["stopped"] == "epochs":  # the budget or the epochs may differ from the checkpointed run's
+            state["planned_epochs"] = _planned_epochs(state, cfg)
     weights = {k: cfg.physics_weight * v for k, v in cfg.residual_weights.items()}
     start_wall = time.perf_counter() - state["seconds"]
     bar = tqdm(total=state["planned_epochs"], initial=state["epoch"], desc=desc, disable=not progress, unit="epoch")
-    while state["epoch"] < state["planned_epochs"] and state["stopped"] == "epochs":
+    last_epoch = math.inf if stop_at_epoch is None else stop_at_epoch
+    while state["epoch"] < min(state["planned_epochs"], last_epoch) and state["stopped"] == "epochs":
         epoch = state["epoch"]
         model.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
@@ -338,14 +348,11 @@ def train_model(
         if epoch == 0:
             state["steps_per_epoch"] = state["steps"]  # measured: padding ends some sequences early
         if cfg.max_minutes is not None:
-            # anneal the learning rate over the epochs that fit the budget (not over epochs that will never run),
-            # re-planned from the mean epoch time so far, so a slow first epoch (a busy machine) is not decisive
-            fit = int(0.95 * 60 * cfg.max_minutes / max(state["seconds"] / (epoch + 1), 1e-9))
-            state["planned_epochs"] = max(epoch + 1, min(cfg.epochs, fit))
+            state["planned_epochs"] = _planned_epochs(state, cfg)
             bar.total = state["planned_epochs"]
         if state["bad_epochs"] >= cfg.patience:
             state["stopped"] = "early_stopping"
-        elif cfg.max_minutes is not None and state["seconds"] > 60 * cfg.max_minutes:
+        elif _over_budget(state, cfg):
             state["stopped"] = "time_budget"
         bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("epoch", "lr")})
         bar.update(1)
@@ -356,6 +363,7 @@ def train_model(
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "ema": None if ema is None else ema.state_dict(),
+                    "extra_loss": extra_loss.state_dict() if isinstance(extra_loss, torch.nn.Module) else None,
                     "torch_rng": torch.get_rng_state(),
                     "train_state": state,
                     "config": cfg.to_dict(),
@@ -365,11 +373,25 @@ def train_model(
     bar.close()
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
+    paused = state["stopped"] == "epochs" and state["epoch"] < state["planned_epochs"]
     return TrainResult(
         history=state["history"],
         best_epoch=state["best_epoch"],
         best_val_loss=state["best_val"],
         train_seconds=state["seconds"],
         steps=state["steps"],
-        stopped=state["stopped"],
+        stopped="paused" if paused else state["stopped"],
     )
+
+
+def _planned_epochs(state: dict, cfg: TrainConfig) -> int:
+    """The epochs to anneal the learning rate over: those that fit the time budget (not epochs that will never run),
+    planned from the mean epoch time so far, so a slow first epoch (a busy machine) is not decisive."""
+    if cfg.max_minutes is None or state["epoch"] == 0:
+        return cfg.epochs
+    fit = int(0.95 * 60 * cfg.max_minutes / max(state["seconds"] / state["epoch"], 1e-9))
+    return max(state["epoch"], min(cfg.epochs, fit))
+
+
+def _over_budget(state: dict, cfg: TrainConfig) -> bool:
+    return cfg.max_minutes is not None and state["seconds"] > 60 * cfg.max_minutes
