@@ -117,6 +117,8 @@ def test_discover_and_distill_commands(tmp_path, capsys):
                 "quick",
                 "--minutes",
                 "1.5",
+                "--candidates",
+                "2",
                 "--out",
                 str(student),
                 "--quiet",
@@ -124,8 +126,10 @@ def test_discover_and_distill_commands(tmp_path, capsys):
         )
         == 0
     )
-    assert "% fewer than the teacher" in capsys.readouterr().out
-    assert json.loads((student / "metrics.json").read_text())["kind"] == "lowrank"
+    text = capsys.readouterr().out
+    assert "% fewer than the teacher" in text and "best of 2 initialisations" in text
+    metrics = json.loads((student / "metrics.json").read_text())
+    assert metrics["kind"] == "lowrank" and len(metrics["training"]["candidates"]) == 2
 
 
 @requires_ngspice

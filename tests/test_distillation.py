@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,40 @@ def test_distill_writes_a_compressed_student(setup, tmp_path, kind):
     np.testing.assert_allclose(predict(student, ds.subset("test"), scales)[0], a, rtol=1e-6, atol=1e-12)
     if kind == "clustered":
         assert len(m["cluster_tau_s"]) == 3 and len(m["tau_match"]) == 3
+
+
+def test_candidates_continue_the_one_with_the_lowest_validation_loss(setup, tmp_path):
+    """Multi-start: each candidate trains `selection_epochs`, the best by validation loss continues, and ends with
+    the weights a single run from its seed would have."""
+    ds, teacher, disc = setup
+    train = replace(TINY.train, epochs=2, patience=100)
+    run = distill(
+        teacher,
+        ds,
+        disc,
+        "lowrank",
+        replace(TINY, train=train, candidates={"lowrank": 2}, selection_epochs=1),
+        tmp_path / "multi",
+        progress=False,
+        seed=3,
+    )
+    t = run.metrics["training"]
+    assert [c["seed"] for c in t["candidates"]] == [3, 1003]
+    vals = [c["best_val_mse"] for c in t["candidates"]]
+    assert vals[0] != vals[1] and t["chosen_seed"] == t["candidates"][int(np.argmin(vals))]["seed"]
+    assert t["epochs_run"] == 2  # the chosen candidate went on past the selection
+    single = distill(
+        teacher,
+        ds,
+        disc,
+        "lowrank",
+        replace(TINY, train=train),
+        tmp_path / "single",
+        progress=False,
+        seed=t["chosen_seed"],
+    )
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(run.model.state_dict()[k], v, rtol=0, atol=0)
 
 
 def test_ablation_table_has_every_variant(setup, tmp_path):

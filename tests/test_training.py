@@ -141,7 +141,7 @@ class _PullTowards(torch.nn.Module):
         return {"pull": (out.y.mean() - self.target) ** 2 + (self.target - 1.0) ** 2}
 
 
-def _train_tiny(ds, path, epochs=3, stop_at_epoch=None, max_minutes=None):
+def _train_tiny(ds, path, epochs=3, pause_at_epoch=None, max_minutes=None):
     torch.manual_seed(0)
     model, pull = Teacher(teacher_config(ds, TINY_TEACHER)), _PullTowards()
     cfg = TrainConfig(
@@ -163,17 +163,17 @@ def _train_tiny(ds, path, epochs=3, stop_at_epoch=None, max_minutes=None):
         progress=False,
         extra_loss=pull,
         params=[*model.parameters(), *pull.parameters()],
-        stop_at_epoch=stop_at_epoch,
+        pause_at_epoch=pause_at_epoch,
     )
     return model, pull, result
 
 
 def test_paused_training_continues_to_the_same_weights(tiny, tmp_path):
-    """stop_at_epoch pauses a run; resuming its checkpoint ends where an uninterrupted run does, the extra loss's own
+    """pause_at_epoch pauses a run; resuming its checkpoint ends where an uninterrupted run does, the extra loss's own
     parameters included (they are checkpointed with the model)."""
     ds, _ = tiny
     straight, straight_pull, _ = _train_tiny(ds, tmp_path / "straight.pt")
-    _, _, paused = _train_tiny(ds, tmp_path / "paused.pt", stop_at_epoch=1)
+    _, _, paused = _train_tiny(ds, tmp_path / "paused.pt", pause_at_epoch=1)
     assert paused.stopped == "paused" and len(paused.history) == 1
     model, pull, result = _train_tiny(ds, tmp_path / "paused.pt")
     assert result.stopped == "epochs" and len(result.history) == 3

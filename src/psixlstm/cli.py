@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -147,6 +148,10 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     ds = _teacher_data(args)
     disc = Discovery.load(args.discovery)
     preset = distill_preset(args.preset, **({} if args.minutes is None else {"max_minutes": args.minutes}))
+    if args.candidates is not None:
+        if args.candidates < 1:
+            raise SystemExit(f"--candidates must be >= 1, got {args.candidates}")
+        preset = replace(preset, candidates={**preset.candidates, args.student: args.candidates})
     if args.ablation:
         table = ablation(teacher, ds, disc, args.student, preset, args.out, seed=args.seed, progress=not args.quiet)
         for name, row in table.items():
@@ -164,6 +169,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         f"({m['test']['vs_clean']['nrmse'] / t_nrmse:.2f}x the teacher's {t_nrmse:.4f}), "
         f"NRMSE vs teacher {m['test_vs_teacher']['nrmse']:.4f}"
     )
+    if "candidates" in m["training"]:
+        n = len(m["training"]["candidates"])
+        print(f"seed {m['training']['chosen_seed']}: the best of {n} initialisations by validation loss")
     print(f"wrote {run.out_dir}/student.pt, student.json, metrics.json")
     return 0
 
@@ -582,6 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall-clock budget per student (preset: default 8); the clustered student gains from more",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="initialisations to try: each trains the preset's selection epochs (10), and the one with the lowest "
+        "validation loss continues in the rest of the budget (presets: 1)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_distill)

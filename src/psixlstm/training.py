@@ -214,7 +214,8 @@ def train_model(
     extra_loss: Callable[[ModelOutput, Batch], dict[str, torch.Tensor]] | None = None,
     params: Seq[torch.nn.Parameter] | None = None,
     ema_decay: float | None = None,
-    stop_at_epoch: int | None = None,
+    pause_at_epoch: int | None = None,
+    pause_after_s: float | None = None,
 ) -> TrainResult:
     """Train `model` in place (ending with the best validation weights) and return its history.
 
@@ -222,9 +223,10 @@ def train_model(
     are weighted by `cfg.loss_weights`; `params` (default: the model's) lets it train auxiliary maps as well.
 
     With `checkpoint`, the full training state is written atomically after every epoch and an existing checkpoint
-    is resumed from; a resumed run ends with the same weights as an uninterrupted one. `stop_at_epoch` pauses the run
-    after that many epochs (the checkpoint then continues it); a run stopped by its time budget continues when resumed
-    with a larger one.
+    is resumed from; a resumed run ends with the same weights as an uninterrupted one. `pause_at_epoch` pauses the run
+    after that many epochs, `pause_after_s` after the epoch that passes that many seconds of training (the checkpoint
+    then continues it, on the schedule planned for the whole run); a run stopped by its time budget continues when
+    resumed with a larger one.
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -283,8 +285,13 @@ def train_model(
     weights = {k: cfg.physics_weight * v for k, v in cfg.residual_weights.items()}
     start_wall = time.perf_counter() - state["seconds"]
     bar = tqdm(total=state["planned_epochs"], initial=state["epoch"], desc=desc, disable=not progress, unit="epoch")
-    last_epoch = math.inf if stop_at_epoch is None else stop_at_epoch
-    while state["epoch"] < min(state["planned_epochs"], last_epoch) and state["stopped"] == "epochs":
+    pause_epoch = math.inf if pause_at_epoch is None else pause_at_epoch
+    pause_s = math.inf if pause_after_s is None else pause_after_s
+    while (
+        state["epoch"] < min(state["planned_epochs"], pause_epoch)
+        and state["seconds"] < pause_s
+        and state["stopped"] == "epochs"
+    ):
         epoch = state["epoch"]
         model.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
