@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.students import ClusteredTauStudent, ContinuousStudent, LowRankStudent
+from ..models.students import EXP_ARG_MAX, ClusteredTauStudent, ContinuousStudent, LowRankStudent
 from ..spice.circuit import VACASK_BREAKPOINT_STEP
 
 # driven terminals (in the order of the dataset's inputs and outputs), reference terminal, port order
@@ -105,13 +105,18 @@ def _lowrank_drive(s: LowRankStudent, us: list[str], lines: list[str], reals: li
         lines.append(f"        k{j} = {_dot(wk[j], emb, bk[j])};")
         lines.append(f"        v{j} = {_dot(wk[r + j], emb, bk[r + j])};")
         reals += [f"k{j}", f"v{j}"]
-    gate = f"exp(min({_dot(wk[2 * r], emb, bk[2 * r])}, 10.0))"
+    gate = _exp_limited(_dot(wk[2 * r], emb, bk[2 * r]))
     if rest:
-        gate += f" - exp(min({_dot(wk[2 * r], [f'em0_{h}' for h in range(len(we))], bk[2 * r])}, 10.0))"
+        gate += f" - {_exp_limited(_dot(wk[2 * r], [f'em0_{h}' for h in range(len(we))], bk[2 * r]))}"
     lines.append(f"        ig = {gate};")
     reals.append("ig")
     drives = [f"ig * v{i} * k{j}" for i in range(r) for j in range(r)]
     return drives + [f"ig * k{j}" for j in range(r)]
+
+
+def _exp_limited(arg: str) -> str:
+    """Verilog-A of `models.students.exp_limited`."""
+    return f"exp(min({arg}, {EXP_ARG_MAX!r}))"
 
 
 def _features(student: ContinuousStudent, lines: list[str], reals: list[str]) -> list[str]:
@@ -138,7 +143,7 @@ def _readout(student: ContinuousStudent, feats: list[str], us: list[str], lines:
         powers = [" * ".join([s0] * p) for p in range(1, len(gi_w) + 1)]  # s0, s0 * s0, ...
         lg = f"{_dot(gs_w[0], feats, gs_b[0])} + {_dot(gi_w, powers)}"
         lines.append(f"        lg = {lg};  // log-conductance")
-        lines.append("        g_norm = exp(min(lg, 10.0));  // conductance / (i_scale / v_scale), bounded")
+        lines.append(f"        g_norm = {_exp_limited('lg')};  // conductance / (i_scale / v_scale), bounded")
         reals += ["lg", "g_norm"]
         return ["u0 * g_norm"]
     wi, bi = _weights(ro.static_in)
@@ -156,7 +161,7 @@ def _readout(student: ContinuousStudent, feats: list[str], us: list[str], lines:
             lines[-1] = f"        st{k} = 0.0;  // gate: no static current"
         if getattr(ro, "junction", None) is not None:  # BJT junction law: exp(affine in u), bounded
             wj, bj = _weights(ro.junction)
-            lines.append(f"        st{k} = st{k} + exp(min({_dot(wj[k], us, bj[k])}, 10.0));")
+            lines.append(f"        st{k} = st{k} + {_exp_limited(_dot(wj[k], us, bj[k]))};")
         lines.append(f"        q{k} = {_dot(wq[k], feats + us, bq[k])};  // charge / (i_scale_{k} * t_scale)")
         reals += [f"st{k}", f"q{k}"]
         outs.append(f"st{k} + t_scale * ddt(q{k})")

@@ -32,10 +32,12 @@ from torch import Tensor, nn
 from ..physics import DevicePhysics, static_structure
 from .base import ModelOutput, SequenceModel
 
+EXP_ARG_MAX = 10.0  # the largest exponent of `exp_limited` (gates, log-conductances, junction laws), as exported
 
-def exp_limited(z: Tensor, z_max: float = 10.0) -> Tensor:
-    """exp(min(z, z_max)): a gate that cannot overflow for any input voltage (Verilog-A: exp(min(z, z_max)))."""
-    return torch.exp(torch.clamp(z, max=z_max))
+
+def exp_limited(z: Tensor) -> Tensor:
+    """exp(min(z, EXP_ARG_MAX)): cannot overflow for any input voltage (Verilog-A: `export.veriloga._exp_limited`)."""
+    return torch.exp(torch.clamp(z, max=EXP_ARG_MAX))
 
 
 @dataclass
