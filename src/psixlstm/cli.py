@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="initialisations to try: each trains the preset's selection epochs (10), and the one with the lowest "
-        "validation loss continues in the rest of the budget (presets: 1)",
+        "validation loss at the last of them continues in the rest of the budget (presets: 1)",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
