@@ -87,7 +87,7 @@ DISTILL_PRESETS = {
     # Three clustered candidates of 10 epochs in the 5-minute budget, chosen by their lowest validation loss over the
     # 10 epochs: on teacher A 0.065 and 0.067 (two runs, seed 2000 chosen) against 0.078 without; on teacher B
     # (0.0633) 0.088 in three runs (seed 2000 chosen each time for a one-off low at epoch 8, never reached again).
-    # Chosen by the loss at epoch 10 (now): A 0.067 (seed 2000), B 0.080 (seed 0), against 0.075 without. The low-rank
+    # Chosen by the loss at epoch 10 (now), seeds 0 / 1: A 0.067 / 0.059, B 0.080 / 0.090 (0.075 without). The low-rank
     # student's validation loss after 10 epochs does not rank its seeds, and the epochs the selection took from it
     # cost it (0.115 against 0.068)
     "default": DistillPreset(
