@@ -251,13 +251,13 @@ def distill(
     targets, norm = teacher_targets(teacher, dataset)
     w = rrad_weights(p, dataset.device) if weights is None else dict(weights)
     n_candidates = p.candidates.get(kind, 1)
+    seeds = [seed + CANDIDATE_SEED_STRIDE * k for k in range(n_candidates)]
 
     def train(
         k: int, budget_minutes: float | None, pause_at_epoch: int | None = None, pause_after_s: float | None = None
     ):
-        """Candidate k (seeded seed + CANDIDATE_SEED_STRIDE k), trained or resumed from its checkpoint."""
-        k_seed = seed + CANDIDATE_SEED_STRIDE * k
-        torch.manual_seed(k_seed)
+        """Candidate k (seeded seeds[k]), trained or resumed from its checkpoint."""
+        torch.manual_seed(seeds[k])
         student = build_student(cfg)
         rrad = RRADLoss(
             student.n_states,
@@ -267,7 +267,7 @@ def distill(
             norm["output_diff_ms"],
         )
         train_cfg = replace(
-            p.train, seed=k_seed, loss_weights=w, residual_weights={"sampling": 0.0}, max_minutes=budget_minutes
+            p.train, seed=seeds[k], loss_weights=w, residual_weights={"sampling": 0.0}, max_minutes=budget_minutes
         )
         result = train_model(
             student,
@@ -313,14 +313,14 @@ def distill(
     if candidates:
         metrics["training"]["candidates"] = [
             {
-                "seed": seed + CANDIDATE_SEED_STRIDE * k,
+                "seed": seeds[k],
                 "val_mse": r.history[-1]["val_mse"],
                 "best_val_mse": r.best_val_loss,
                 "seconds": r.train_seconds,
             }
             for k, r in enumerate(candidates)
         ]
-        metrics["training"]["chosen_seed"] = seed + CANDIDATE_SEED_STRIDE * chosen
+        metrics["training"]["chosen_seed"] = seeds[chosen]
     save_student(student, dataset.scales, metrics, out, extra={"teacher_hidden_norm": norm})
     return StudentRun(student, cfg, metrics, out)
 

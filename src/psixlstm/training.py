@@ -187,7 +187,7 @@ class TrainResult:
     best_val_loss: float
     train_seconds: float
     steps: int
-    stopped: str  # "epochs", "early_stopping", "time_budget", or "paused" (at `stop_at_epoch`: resumable)
+    stopped: str  # "epochs", "early_stopping", "time_budget", or "paused" (`pause_at_epoch` / `pause_after_s`)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
