@@ -62,3 +62,46 @@ def test_spice_cost_reports_ratios_and_breakdown(tmp_path, capsys):
             assert side["newton_per_step"] >= 1.0 and 0.0 < side["load_share"] < 1.0
     printed = capsys.readouterr().out
     assert "wall/step" in printed and "where the cost goes" in printed
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A `psi-xlstm run` layout (data/, seed0/teacher, seed0/discovery) with a one-epoch teacher."""
+    from psixlstm.config import TeacherPreset
+    from psixlstm.data.generate import DataPreset, make_dataset
+    from psixlstm.discovery import discover
+    from psixlstm.fitting import train_teacher
+    from psixlstm.training import TrainConfig
+
+    run = tmp_path_factory.mktemp("run")
+    ds = make_dataset("memristor", DataPreset(5, 4e-3, 0.5e-6, 50e-6), seed=0, progress=False, workers=1)
+    ds.save(run / "data")
+    preset = TeacherPreset(16, 2, 16, TrainConfig(epochs=1, chunk_len=128))
+    teacher = train_teacher(ds, preset, run / "seed0" / "teacher", progress=False, plots=False)
+    discover(teacher.model, ds, k=3).save(run / "seed0" / "discovery")
+    return run
+
+
+def test_student_seeds_tabulates_each_seed_against_the_teacher(tiny_run, tmp_path, capsys):
+    """One row per seed with ratio = its NRMSE / the teacher's; different seeds give different students; a second
+    call finds the students under --out and rereads them instead of training again."""
+    args = ["--run", str(tiny_run), "--seeds", "0", "1", "--preset", "quick", "--minutes", "1"]
+    args += ["--out", str(tmp_path / "students"), "--json", str(tmp_path / "seeds.json")]
+    report = _load("student_seeds").main(args)
+    rows = report["students"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["nrmse"] > 0 and r["ratio"] == pytest.approx(r["nrmse"] / report["teacher_nrmse"])
+        assert len(r["cluster_tau_s"]) == 3 and r["epochs"] >= 1
+    assert rows[0]["nrmse"] != rows[1]["nrmse"]
+    assert report["summary"]["n"] == 2 and report["summary"]["met"] == sum(r["ratio"] <= 1.1 for r in rows)
+    assert json.loads((tmp_path / "seeds.json").read_text()) == json.loads(json.dumps(report))
+    assert (tmp_path / "students" / "clustered_seed1" / "student.pt").exists()
+    assert _load("student_seeds").main(args)["students"] == rows
+    assert "at or under 1.1x: " in capsys.readouterr().out
+
+
+def test_student_seeds_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _load("student_seeds").main(["--run", str(tmp_path)])
+    assert "psi-xlstm run" in capsys.readouterr().err
