@@ -25,6 +25,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from psixlstm.distillation import DISTILL_PRESETS
 from psixlstm.sweep import THREAD_ENV
 
 
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-seed", type=int, default=0, help="the run's seed whose teacher is distilled")
     parser.add_argument("--kind", choices=["clustered", "lowrank"], default="clustered")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="student seeds")
-    parser.add_argument("--preset", default="default", help="distillation preset")
+    parser.add_argument("--preset", choices=list(DISTILL_PRESETS), default="default", help="distillation preset")
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per student (the default run's)")
     parser.add_argument("--candidates", type=int, default=1, help="multi-start candidates per student (preset's: 1)")
     parser.add_argument("--workers", type=int, default=2, help="students trained at a time")
