@@ -43,11 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the table and summary here")
 
 
+def teacher_stage(args: argparse.Namespace) -> Path:
+    """The run's directory of --teacher-seed, holding teacher/ and discovery/."""
+    return args.run / f"seed{args.teacher_seed}"
+
+
 def distill_one(args: argparse.Namespace, seed: int, out: Path) -> dict:
     """One student from `seed`, trained by `psi-xlstm distill` in its own process (one thread, as the default run's
-    students train); its row of the table. A student already under `out` is reread, not retrained."""
-    if not (out / "student.pt").exists():
-        stage = args.run / f"seed{args.teacher_seed}"
+    students train); its row of the table. A finished student under `out` (metrics.json, written last) is reread,
+    not retrained."""
+    if not (out / "metrics.json").exists():
+        stage = teacher_stage(args)
         command = [sys.executable, "-m", "psixlstm.cli", "distill", "--teacher", str(stage / "teacher")]
         command += ["--discovery", str(stage / "discovery"), "--data", str(args.run / "data"), "--student", args.kind]
         command += ["--preset", args.preset, "--minutes", str(args.minutes), "--seed", str(seed), "--out", str(out)]
@@ -68,7 +74,7 @@ def distill_one(args: argparse.Namespace, seed: int, out: Path) -> dict:
 
 
 def run(args: argparse.Namespace, out: Path) -> dict:
-    teacher_metrics = json.loads((args.run / f"seed{args.teacher_seed}" / "teacher" / "metrics.json").read_text())
+    teacher_metrics = json.loads((teacher_stage(args) / "teacher" / "metrics.json").read_text())
     teacher_nrmse = teacher_metrics["test"]["vs_clean"]["nrmse"]
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         rows = list(pool.map(lambda seed: distill_one(args, seed, out / f"{args.kind}_seed{seed}"), args.seeds))
@@ -116,8 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    teacher_dir = args.run / f"seed{args.teacher_seed}" / "teacher"
-    for needed in (args.run / "data", teacher_dir, args.run / f"seed{args.teacher_seed}" / "discovery"):
+    for needed in (args.run / "data", teacher_stage(args) / "teacher", teacher_stage(args) / "discovery"):
         if not needed.is_dir():
             parser.error(f"{needed} does not exist: --run must be a `psi-xlstm run` output directory")
     if args.minutes <= 0 or args.workers < 1 or args.candidates < 1:

@@ -96,8 +96,10 @@ def test_student_seeds_tabulates_each_seed_against_the_teacher(tiny_run, tmp_pat
     assert rows[0]["nrmse"] != rows[1]["nrmse"]
     assert report["summary"]["n"] == 2 and report["summary"]["met"] == sum(r["ratio"] <= 1.1 for r in rows)
     assert json.loads((tmp_path / "seeds.json").read_text()) == json.loads(json.dumps(report))
-    assert (tmp_path / "students" / "clustered_seed1" / "student.pt").exists()
+    written = {d.name: (d / "student.pt").stat().st_mtime_ns for d in (tmp_path / "students").iterdir()}
+    assert set(written) == {"clustered_seed0", "clustered_seed1"}
     assert _load("student_seeds").main(args)["students"] == rows
+    assert {d.name: (d / "student.pt").stat().st_mtime_ns for d in (tmp_path / "students").iterdir()} == written
     assert "at or under 1.1x: " in capsys.readouterr().out
 
 
